@@ -1,0 +1,667 @@
+//! Configuration: TOML file and environment, read with figment, validated once into [`Config`].
+//!
+//! Every key can be set in the file or overridden from the environment with the prefix
+//! `WECHAT_MINIPROGRAM_` and `__` for nesting (`WECHAT_MINIPROGRAM_APPS__SHOP__SECRET`).
+//! Validation turns strings into typed values once (durations, addresses, appids, secrets
+//! read from files), so later code never re-checks; a bad configuration reports every bad key
+//! with its path and what to do about it. Beyond reading the config and secret files, this
+//! module does no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The environment prefix of every configuration key.
+pub const ENV_PREFIX: &str = "WECHAT_MINIPROGRAM_";
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where `/metrics` is served.
+    pub listen_address: SocketAddr,
+    /// The WeChat API base URL, without a trailing slash.
+    pub api_base_url: String,
+    /// How the poller schedules and retries.
+    pub polling: Polling,
+    /// What is exported of the reports.
+    pub reports: Reports,
+    /// The Mini Programs, ordered by name.
+    pub apps: Vec<App>,
+}
+
+/// The `[polling]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Polling {
+    /// How long to wait before asking again for a period WeChat has not published yet.
+    pub not_ready_retry: Duration,
+    /// The first delay after a transient error.
+    pub error_backoff_initial: Duration,
+    /// The longest delay after errors; also the retry delay of configuration errors.
+    pub error_backoff_max: Duration,
+    /// The most requests to WeChat in flight at once, over all apps.
+    pub concurrency: usize,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+/// The `[reports]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reports {
+    /// How many pages (by visits) are exported per app.
+    pub pages_top: usize,
+}
+
+/// One Mini Program, from `[apps.NAME]`.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The table name, exported as the label `app`.
+    pub name: String,
+    /// The Mini Program's AppID, exported as the label `appid`.
+    pub appid: String,
+    /// Where its access tokens come from.
+    pub token: TokenSource,
+}
+
+/// Where an app's access token comes from.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// `POST /cgi-bin/stable_token` (the default): safe to share between replicas.
+    StableToken(Secret),
+    /// `GET /cgi-bin/token`: each fetch invalidates the previous token of this appid.
+    Token(Secret),
+    /// A central token service answering `{"access_token": ..., "expires_in": ...}` at this
+    /// URL (`{appid}` is replaced by the app's appid).
+    Url(String),
+    /// A file holding the token, or the JSON a token service answers; re-read regularly.
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The value of `token_source` that selects this source.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TokenSource::StableToken(_) => "stable_token",
+            TokenSource::Token(_) => "token",
+            TokenSource::Url(_) => "url",
+            TokenSource::File(_) => "file",
+        }
+    }
+}
+
+/// A secret (an AppSecret): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one request that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One line per problem: `key: what is wrong; what to do`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The configuration as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen_address: String,
+    api_base_url: String,
+    polling: RawPolling,
+    reports: RawReports,
+    apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolling {
+    not_ready_retry: String,
+    error_backoff_initial: String,
+    error_backoff_max: String,
+    concurrency: i64,
+    request_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    pages_top: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    appid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            listen_address: "0.0.0.0:10050".into(),
+            api_base_url: "https://api.weixin.qq.com".into(),
+            polling: RawPolling {
+                not_ready_retry: "30m".into(),
+                error_backoff_initial: "30s".into(),
+                error_backoff_max: "30m".into(),
+                concurrency: 4,
+                request_timeout: "30s".into(),
+            },
+            reports: RawReports { pages_top: 20 },
+            apps: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError {
+                    problems: vec![format!(
+                        "--config: the file {} does not exist; give the path of a TOML file (see config.example.toml)",
+                        file.display()
+                    )],
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        Config::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Validates a configuration given as TOML text (and nothing else).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|errors| ConfigError {
+            problems: errors.into_iter().map(describe_figment_error).collect(),
+        })?;
+        raw.validate()
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    let key = if error.path.is_empty() {
+        "configuration".to_string()
+    } else {
+        error.path.join(".")
+    };
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|metadata| format!(" (from {})", metadata.name))
+        .unwrap_or_default();
+    format!("{key}: {}{source}", error.kind)
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, problem: impl fmt::Display) {
+        self.0.push(format!("{key}: {problem}"));
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.add(key, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(_) => {
+                self.add(
+                    key,
+                    format!(
+                        "{text:?} is not a duration; write e.g. \"30s\", \"30m\" or \"1h 30m\""
+                    ),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut problems = Problems::default();
+
+        let listen_address = parse_listen_address(&self.listen_address).unwrap_or_else(|| {
+            problems.add(
+                "listen_address",
+                format!(
+                    "{:?} is not an address; write HOST:PORT, e.g. \"0.0.0.0:10050\" or \":10050\"",
+                    self.listen_address
+                ),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 10050))
+        });
+
+        let api_base_url = self.api_base_url.trim().trim_end_matches('/').to_string();
+        if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://"))
+            || api_base_url.len() <= "https://".len()
+        {
+            problems.add(
+                "api_base_url",
+                format!(
+                    "{:?} is not an http(s) URL; the default is \"https://api.weixin.qq.com\"",
+                    self.api_base_url
+                ),
+            );
+        }
+
+        let polling = Polling {
+            not_ready_retry: problems
+                .duration("polling.not_ready_retry", &self.polling.not_ready_retry),
+            error_backoff_initial: problems.duration(
+                "polling.error_backoff_initial",
+                &self.polling.error_backoff_initial,
+            ),
+            error_backoff_max: problems
+                .duration("polling.error_backoff_max", &self.polling.error_backoff_max),
+            concurrency: usize::try_from(self.polling.concurrency).unwrap_or(0),
+            request_timeout: problems
+                .duration("polling.request_timeout", &self.polling.request_timeout),
+        };
+        if polling.concurrency == 0 {
+            problems.add(
+                "polling.concurrency",
+                format!("{} must be at least 1", self.polling.concurrency),
+            );
+        }
+        if polling.error_backoff_initial > polling.error_backoff_max {
+            problems.add(
+                "polling.error_backoff_initial",
+                "must not be longer than polling.error_backoff_max",
+            );
+        }
+
+        let pages_top = usize::try_from(self.reports.pages_top).unwrap_or(0);
+        if !(1..=200).contains(&pages_top) {
+            problems.add(
+                "reports.pages_top",
+                format!(
+                    "{} must be between 1 and 200 (WeChat answers the top 200 pages)",
+                    self.reports.pages_top
+                ),
+            );
+        }
+
+        let mut apps = Vec::new();
+        let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
+        for (name, raw) in self.apps {
+            let key = format!("apps.{name}");
+            if let Some(app) = raw.validate(&name, &key, &mut problems) {
+                if let Some(other) = seen_appids.insert(app.appid.clone(), name.clone()) {
+                    problems.add(
+                        &format!("{key}.appid"),
+                        format!("{} is also the appid of apps.{other}; each Mini Program must be configured once", app.appid),
+                    );
+                }
+                apps.push(app);
+            }
+        }
+
+        if problems.0.is_empty() {
+            Ok(Config {
+                listen_address,
+                api_base_url,
+                polling,
+                reports: Reports { pages_top },
+                apps,
+            })
+        } else {
+            Err(ConfigError {
+                problems: problems.0,
+            })
+        }
+    }
+}
+
+impl RawApp {
+    fn validate(self, name: &str, key: &str, problems: &mut Problems) -> Option<App> {
+        let before = problems.0.len();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.add(
+                key,
+                "the app name may hold only letters, digits, '_' and '-'",
+            );
+        }
+        let appid = match self.appid.as_deref().map(str::trim) {
+            Some(appid) if is_appid(appid) => appid.to_string(),
+            Some(appid) => {
+                problems.add(
+                    &format!("{key}.appid"),
+                    format!("{appid:?} is not a Mini Program AppID (\"wx\" and 16 letters or digits; see the admin console under Development > Development Settings)"),
+                );
+                String::new()
+            }
+            None => {
+                problems.add(
+                    &format!("{key}.appid"),
+                    "is missing; set it to the Mini Program's AppID (\"wx...\")",
+                );
+                String::new()
+            }
+        };
+
+        let source = self.token_source.as_deref().unwrap_or("stable_token");
+        let token = match source {
+            "stable_token" | "token" => {
+                let secret = self.secret(key, problems);
+                for (field, set) in [
+                    ("token_url", self.token_url.is_some()),
+                    ("token_file", self.token_file.is_some()),
+                ] {
+                    if set {
+                        problems.add(&format!("{key}.{field}"), format!("is only used with token_source = \"{}\"; remove it or change token_source", &field[6..]));
+                    }
+                }
+                secret.map(|secret| {
+                    if source == "token" {
+                        TokenSource::Token(secret)
+                    } else {
+                        TokenSource::StableToken(secret)
+                    }
+                })
+            }
+            "url" => match self.token_url.as_deref().map(str::trim) {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(TokenSource::Url(url.to_string()))
+                }
+                Some(url) => {
+                    problems.add(
+                        &format!("{key}.token_url"),
+                        format!("{url:?} is not an http(s) URL"),
+                    );
+                    None
+                }
+                None => {
+                    problems.add(
+                        &format!("{key}.token_url"),
+                        "is required with token_source = \"url\"",
+                    );
+                    None
+                }
+            },
+            "file" => match self.token_file {
+                Some(path) => Some(TokenSource::File(path)),
+                None => {
+                    problems.add(
+                        &format!("{key}.token_file"),
+                        "is required with token_source = \"file\"",
+                    );
+                    None
+                }
+            },
+            other => {
+                problems.add(
+                    &format!("{key}.token_source"),
+                    format!("{other:?} is not a token source; use \"stable_token\" (default), \"token\", \"url\" or \"file\""),
+                );
+                None
+            }
+        };
+        if matches!(source, "url" | "file") && (self.secret.is_some() || self.secret_file.is_some())
+        {
+            problems.add(key, format!("secret and secret_file are not used with token_source = \"{source}\"; remove them"));
+        }
+        (problems.0.len() == before).then(|| App {
+            name: name.to_string(),
+            appid,
+            token: token.expect("no problem means a token source"),
+        })
+    }
+
+    fn secret(&self, key: &str, problems: &mut Problems) -> Option<Secret> {
+        match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => {
+                problems.add(key, "set either secret or secret_file, not both");
+                None
+            }
+            (Some(secret), None) if !secret.trim().is_empty() => Some(Secret::new(secret.trim())),
+            (Some(_), None) => {
+                problems.add(&format!("{key}.secret"), "is empty");
+                None
+            }
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
+                Ok(_) => {
+                    problems.add(
+                        &format!("{key}.secret_file"),
+                        format!("{} is empty", path.display()),
+                    );
+                    None
+                }
+                Err(error) => {
+                    problems.add(
+                        &format!("{key}.secret_file"),
+                        format!("cannot read {}: {error}", path.display()),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                problems.add(
+                    key,
+                    format!("no AppSecret: set secret_file (or secret, or the environment variable {ENV_PREFIX}APPS__{}__SECRET)", key[5..].to_uppercase()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// An AppID is "wx" followed by 16 letters or digits.
+fn is_appid(text: &str) -> bool {
+    text.len() == 18 && text.starts_with("wx") && text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Reads `HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces).
+pub fn parse_listen_address(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+    }
+    if let Ok(address) = text.parse() {
+        return Some(address);
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (host == "localhost").then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "[apps.shop]\nappid = \"wx1234567890abcdef\"\nsecret = \"s3cr3t\"\n";
+
+    fn problems(text: &str) -> Vec<String> {
+        Config::from_toml(text).unwrap_err().problems
+    }
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let config = Config::from_toml(APP).unwrap();
+        assert_eq!(config.listen_address, "0.0.0.0:10050".parse().unwrap());
+        assert_eq!(config.api_base_url, "https://api.weixin.qq.com");
+        assert_eq!(config.polling.not_ready_retry, Duration::from_secs(1800));
+        assert_eq!(
+            config.polling.error_backoff_initial,
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.polling.error_backoff_max, Duration::from_secs(1800));
+        assert_eq!(config.polling.concurrency, 4);
+        assert_eq!(config.reports.pages_top, 20);
+        assert_eq!(config.apps[0].name, "shop");
+        assert!(
+            matches!(&config.apps[0].token, TokenSource::StableToken(secret) if secret.expose() == "s3cr3t")
+        );
+    }
+
+    #[test]
+    fn every_bad_key_is_named_with_its_fix() {
+        let found = problems(
+            "listen_address = \"nowhere\"\n[polling]\nnot_ready_retry = \"soon\"\nconcurrency = 0\n[reports]\npages_top = 500\n\
+             [apps.shop]\nappid = \"wx123\"\n[apps.blog]\nappid = \"wx1234567890abcdef\"\ntoken_source = \"magic\"\n",
+        );
+        let keys: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen_address",
+                "polling.not_ready_retry",
+                "polling.concurrency",
+                "reports.pages_top",
+                "apps.blog.token_source",
+                "apps.shop.appid",
+                "apps.shop",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[1].contains("\"30m\""), "{}", found[1]);
+        assert!(
+            found[6].contains("WECHAT_MINIPROGRAM_APPS__SHOP__SECRET"),
+            "{}",
+            found[6]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_reported_with_their_path() {
+        let found = problems(&format!("{APP}[polling]\nconcurency = 3\n"));
+        assert!(found[0].contains("concurency"), "{found:?}");
+        let found = problems(&format!("{APP}[reports]\npages_top = \"many\"\n"));
+        assert!(found[0].starts_with("reports.pages_top"), "{found:?}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_never_printed() {
+        let dir = std::env::temp_dir().join(format!("wmpe-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shop");
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let config = Config::from_toml(&format!(
+            "[apps.shop]\nappid = \"wx1234567890abcdef\"\nsecret_file = \"{}\"\n",
+            path.display()
+        ))
+        .unwrap();
+        let TokenSource::StableToken(secret) = &config.apps[0].token else {
+            panic!()
+        };
+        assert_eq!(secret.expose(), "from-a-file");
+        assert!(!format!("{config:?}").contains("from-a-file"));
+
+        let found = problems(
+            "[apps.shop]\nappid = \"wx1234567890abcdef\"\nsecret_file = \"/nonexistent/secret\"\n",
+        );
+        assert!(
+            found[0].starts_with("apps.shop.secret_file: cannot read /nonexistent/secret"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn external_token_sources_need_their_location_and_no_secret() {
+        let config = Config::from_toml(
+            "[apps.a]\nappid = \"wx1234567890abcdef\"\ntoken_source = \"url\"\ntoken_url = \"http://tokens.internal/{appid}\"\n\
+             [apps.b]\nappid = \"wx2234567890abcdef\"\ntoken_source = \"file\"\ntoken_file = \"/run/token\"\n",
+        )
+        .unwrap();
+        assert!(matches!(&config.apps[0].token, TokenSource::Url(url) if url.ends_with("{appid}")));
+        assert!(matches!(&config.apps[1].token, TokenSource::File(_)));
+        let found = problems(
+            "[apps.a]\nappid = \"wx1234567890abcdef\"\ntoken_source = \"url\"\nsecret = \"x\"\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn the_same_appid_twice_is_refused() {
+        let found = problems(&format!(
+            "{APP}[apps.shop2]\nappid = \"wx1234567890abcdef\"\nsecret = \"x\"\n"
+        ));
+        assert!(
+            found[0].contains("also the appid of apps.shop"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_in_exporter_style() {
+        assert_eq!(
+            parse_listen_address(":9100"),
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_address("localhost:1"),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:80"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(parse_listen_address("nowhere"), None);
+    }
+}

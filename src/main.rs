@@ -1,0 +1,236 @@
+//! The command line: parse flags, load the config, build the exporter, run until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use wechat_miniprogram_exporter::app::{serve, Exporter};
+use wechat_miniprogram_exporter::clock::Clock;
+use wechat_miniprogram_exporter::config::{parse_listen_address, Config};
+use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
+use wechat_miniprogram_exporter::simulation::{demo_apps, Simulation};
+
+/// Exports WeChat Mini Program analytics (datacube) as Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); every key can also be set as WECHAT_MINIPROGRAM_<KEY>.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve /metrics on, overriding listen_address (e.g. ":10050").
+    #[arg(long = "web.listen-address", global = true, value_name = "ADDR", value_parser = listen_address)]
+    listen_address: Option<SocketAddr>,
+    /// Log level.
+    #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
+    log_level: LogLevel,
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        global = true,
+        value_enum,
+        default_value = "logfmt"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Poll in the background and serve /metrics (the default).
+    Serve,
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Poll every app once, print the exposition, exit non-zero if a report failed.
+    Once,
+    /// Run against a built-in simulated WeChat API with three demo Mini Programs.
+    Demo,
+    /// Serve only the simulated WeChat API (for trying the exporter or the compose stack).
+    Simulate {
+        /// Address of the simulated API.
+        #[arg(long, default_value = "127.0.0.1:10051", value_parser = listen_address)]
+        listen: SocketAddr,
+    },
+}
+
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    parse_listen_address(text).ok_or_else(|| format!("{text:?} is not HOST:PORT or :PORT"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let subscriber = logging::subscriber(cli.log_level, cli.log_format, std::io::stderr);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Simulate { listen } = command {
+        let simulation = Simulation::new(demo_apps(), Clock::System);
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        println!(
+            "Simulated WeChat API for {} Mini Programs at http://{}",
+            simulation.apps().len(),
+            listener.local_addr()?
+        );
+        for app in simulation.apps() {
+            println!(
+                "  {:8} appid {}  publishes at {:02}:00 Beijing time",
+                app.name, app.appid, app.publish_hour
+            );
+        }
+        tokio::select! {
+            result = simulation.serve(listener) => result?,
+            _ = shutdown_signal() => {}
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let config = if let Command::Demo = command {
+        let simulation = Simulation::new(demo_apps(), Clock::System);
+        let address = simulation
+            .clone()
+            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await?;
+        let listen = cli
+            .listen_address
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10050)));
+        demo_config(&simulation, address, listen)?
+    } else {
+        let mut config = match Config::load(cli.config.as_deref()) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("{error}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        if let Some(listen) = cli.listen_address {
+            config.listen_address = listen;
+        }
+        config
+    };
+
+    match command {
+        Command::CheckConfig => {
+            println!(
+                "configuration is valid: {} Mini Program(s), /metrics on {}",
+                config.apps.len(),
+                config.listen_address
+            );
+            for app in &config.apps {
+                println!(
+                    "  {} ({}), token from {}",
+                    app.name,
+                    app.appid,
+                    app.token.name()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once => {
+            let (store, failed) = Exporter::build(&config, Clock::System)?.poll_once().await;
+            print!("{}", String::from_utf8_lossy(&store.metrics(false)));
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Serve | Command::Demo => {
+            let listener = TcpListener::bind(config.listen_address)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding {} (listen_address / --web.listen-address)",
+                        config.listen_address
+                    )
+                })?;
+            let address = listener.local_addr()?;
+            if let Command::Demo = command {
+                println!(
+                    "Demo: 3 simulated Mini Programs against a simulated WeChat API ({}).",
+                    config.api_base_url
+                );
+                println!("  metrics:      http://{address}/metrics");
+                println!("  status page:  http://{address}/");
+            }
+            tracing::info!(address = %address, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "serving /metrics");
+            let (stop, stopped) = watch::channel(false);
+            let (store, mut pollers) = Exporter::build(&config, Clock::System)?.start(stopped);
+            let server = tokio::spawn(serve(listener, store, async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+            }));
+            server.await.context("the server task failed")??;
+            // Pollers stop at their next await point; a request in flight gets a bounded wait.
+            let drained = tokio::time::timeout(Duration::from_secs(10), async {
+                while pollers.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!("pollers did not stop within 10s; exiting anyway");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The configuration of the demo: the simulated apps, pointed at the simulated API.
+fn demo_config(
+    simulation: &Simulation,
+    api: SocketAddr,
+    listen: SocketAddr,
+) -> anyhow::Result<Config> {
+    let mut toml = format!("listen_address = \"{listen}\"\napi_base_url = \"http://{api}\"\n");
+    for app in simulation.apps() {
+        toml.push_str(&format!(
+            "[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
+            app.name, app.appid, app.secret
+        ));
+    }
+    Config::from_toml(&toml).map_err(|error| anyhow::anyhow!("demo configuration: {error}"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,177 @@
+//! The latest snapshot of every app, and `/metrics` rendered from it once per change.
+//!
+//! The poller writes through [`Sink`]; each write bumps a generation. A scrape asks for the
+//! bytes: if nothing changed since the last render (neither a snapshot nor a counter), it gets
+//! the same `Bytes` again, gzipped ones too, so scrapes cost a clone however many apps there
+//! are. Nothing here calls WeChat.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::config::App;
+use crate::metrics::{render, AppData, SelfMetrics};
+use crate::period::PeriodKind;
+use crate::poller::{Held, JobStatus, Sink};
+use crate::wechat::Report;
+
+/// Every app's data and status, and the last rendering.
+pub struct Store {
+    state: RwLock<State>,
+    generation: AtomicU64,
+    self_metrics: Arc<SelfMetrics>,
+    rendered: Mutex<Option<Rendered>>,
+}
+
+#[derive(Default)]
+struct State {
+    apps: Vec<AppData>,
+    statuses: Vec<BTreeMap<(Report, PeriodKind), JobStatus>>,
+    first_round_done: Vec<bool>,
+}
+
+struct Rendered {
+    version: (u64, u64),
+    text: Bytes,
+    gzip: Option<Bytes>,
+}
+
+/// One app as the landing page shows it.
+#[derive(Clone, Debug)]
+pub struct AppOverview {
+    /// The `app` label.
+    pub name: String,
+    /// The appid.
+    pub appid: String,
+    /// Whether the last attempt succeeded.
+    pub up: bool,
+    /// Whether the first round is over.
+    pub ready: bool,
+    /// Status per (report, kind).
+    pub jobs: BTreeMap<(Report, PeriodKind), JobStatus>,
+}
+
+impl Store {
+    /// A store for `apps` (in this order: the poller refers to them by index).
+    pub fn new(apps: &[App], self_metrics: Arc<SelfMetrics>) -> Store {
+        let state = State {
+            apps: apps
+                .iter()
+                .map(|app| AppData {
+                    name: app.name.clone(),
+                    appid: app.appid.clone(),
+                    up: true,
+                    held: BTreeMap::new(),
+                })
+                .collect(),
+            statuses: vec![BTreeMap::new(); apps.len()],
+            first_round_done: vec![false; apps.len()],
+        };
+        Store {
+            state: RwLock::new(state),
+            generation: AtomicU64::new(1),
+            self_metrics,
+            rendered: Mutex::new(None),
+        }
+    }
+
+    fn write(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state.write().expect("store lock"));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The exposition text, gzipped if asked; rendered again only if something changed.
+    pub fn metrics(&self, gzip: bool) -> Bytes {
+        let version = (
+            self.generation.load(Ordering::Acquire),
+            self.self_metrics.changes(),
+        );
+        let mut rendered = self.rendered.lock().expect("render lock");
+        if rendered.as_ref().is_none_or(|r| r.version != version) {
+            let mut text =
+                String::with_capacity(rendered.as_ref().map_or(4096, |r| r.text.len() + 1024));
+            render(
+                &self.state.read().expect("store lock").apps,
+                &self.self_metrics,
+                &mut text,
+            );
+            *rendered = Some(Rendered {
+                version,
+                text: Bytes::from(text),
+                gzip: None,
+            });
+        }
+        let rendered = rendered.as_mut().expect("rendered above");
+        if !gzip {
+            return rendered.text.clone();
+        }
+        rendered
+            .gzip
+            .get_or_insert_with(|| {
+                let mut encoder = GzEncoder::new(
+                    Vec::with_capacity(rendered.text.len() / 4),
+                    Compression::fast(),
+                );
+                encoder
+                    .write_all(&rendered.text)
+                    .expect("writing to memory");
+                Bytes::from(encoder.finish().expect("writing to memory"))
+            })
+            .clone()
+    }
+
+    /// True once every app has finished its first round of polling.
+    pub fn is_ready(&self) -> bool {
+        self.state
+            .read()
+            .expect("store lock")
+            .first_round_done
+            .iter()
+            .all(|done| *done)
+    }
+
+    /// Every app's status, for the landing page.
+    pub fn overview(&self) -> Vec<AppOverview> {
+        let state = self.state.read().expect("store lock");
+        state
+            .apps
+            .iter()
+            .zip(&state.statuses)
+            .zip(&state.first_round_done)
+            .map(|((app, jobs), ready)| AppOverview {
+                name: app.name.clone(),
+                appid: app.appid.clone(),
+                up: app.up,
+                ready: *ready,
+                jobs: jobs.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Sink for Store {
+    fn held(&self, app: usize, report: Report, kind: PeriodKind, held: Held) {
+        self.write(|state| {
+            state.apps[app].held.insert((report, kind), held);
+        });
+    }
+
+    fn status(&self, app: usize, report: Report, kind: PeriodKind, status: JobStatus) {
+        self.write(|state| {
+            state.statuses[app].insert((report, kind), status);
+        });
+    }
+
+    fn up(&self, app: usize, up: bool) {
+        self.write(|state| state.apps[app].up = up);
+    }
+
+    fn first_round_done(&self, app: usize) {
+        self.write(|state| state.first_round_done[app] = true);
+    }
+}
