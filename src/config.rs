@@ -343,6 +343,12 @@ impl RawConfig {
             );
         }
 
+        if self.apps.is_empty() {
+            problems.add(
+                "apps",
+                format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config.example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
+            );
+        }
         let mut apps = Vec::new();
         let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
         for (name, raw) in self.apps {

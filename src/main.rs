@@ -1,5 +1,6 @@
 //! The command line: parse flags, load the config, build the exporter, run until a signal.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -172,12 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?;
             let address = listener.local_addr()?;
             if let Command::Demo = command {
-                println!(
-                    "Demo: 3 simulated Mini Programs against a simulated WeChat API ({}).",
+                // A closed stdout (a pipe whose reader left) must not stop the demo.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "Demo: 3 simulated Mini Programs against a simulated WeChat API ({}).\n  metrics:      http://{address}/metrics\n  status page:  http://{address}/",
                     config.api_base_url
                 );
-                println!("  metrics:      http://{address}/metrics");
-                println!("  status page:  http://{address}/");
             }
             tracing::info!(address = %address, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "serving /metrics");
             let (stop, stopped) = watch::channel(false);

@@ -556,7 +556,7 @@ fn render_freshness(apps: &[AppData], out: &mut String) {
     family.end();
 
     let mut family = Family::begin(out, "wechat_miniprogram_up", "gauge",
-        "1 unless the app's last attempt to reach WeChat failed with an error (not-yet-published data is not an error).");
+        "0 while the last attempt of some report of the app failed with an error, else 1 (not-yet-published data is not an error).");
     for app in apps {
         family.sample(
             &[("appid", &app.appid), ("app", &app.name)],

@@ -89,7 +89,8 @@ pub trait Sink: Send + Sync {
     fn held(&self, app: usize, report: Report, kind: PeriodKind, held: Held);
     /// A job's status changed.
     fn status(&self, app: usize, report: Report, kind: PeriodKind, status: JobStatus);
-    /// The app's last attempt succeeded (`true`) or failed with an error (`false`).
+    /// Whether the last attempt of every report of the app succeeded or found the period not
+    /// published (`true`), or some report's last attempt failed with an error (`false`).
     fn up(&self, app: usize, up: bool);
     /// The app finished its first round.
     fn first_round_done(&self, app: usize);
@@ -214,8 +215,9 @@ impl AppPoller {
             if job.held == Some(target) || now < job.next_attempt {
                 continue;
             }
-            // A job that holds nothing yet still asks, to fall back to the previous period.
-            let gated = job.report != Report::VisitTrend && job.held.is_some();
+            // A job that has never asked still does, to fall back to the previous period.
+            let gated =
+                job.report != Report::VisitTrend && (job.held.is_some() || job.tried_previous);
             if let Some(retry) = unpublished.get(&job.kind).filter(|_| gated) {
                 self.jobs[index].next_attempt = *retry;
                 self.publish_status(index);
@@ -338,8 +340,7 @@ impl AppPoller {
         } else {
             self.publish_status(index);
         }
-        self.sink
-            .up(self.index, !matches!(outcome, Outcome::Failed(_)));
+        self.sink.up(self.index, !self.has_errors());
         outcome
     }
 

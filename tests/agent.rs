@@ -1,0 +1,930 @@
+//! The agent against the simulated WeChat API: what it exports, when it calls, how it reacts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use chrono::{Duration, NaiveDate};
+use serde_json::Value;
+
+use common::{beijing, sample, series, spawn_app, spawn_app_with, two_apps};
+use wechat_miniprogram_exporter::period::Period;
+use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp};
+
+const DAILY_TREND: &str = "getweanalysisappiddailyvisittrend";
+
+fn period(ref_date: &str) -> Period {
+    Period::parse_ref_date(ref_date).unwrap()
+}
+
+fn date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+}
+
+fn item(list: &Value, key: i64) -> f64 {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|kv| kv["key"] == key)
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap()
+}
+
+const DATA_FAMILIES: [&str; 24] = [
+    "wechat_miniprogram_sessions",
+    "wechat_miniprogram_visit_pv",
+    "wechat_miniprogram_visit_uv",
+    "wechat_miniprogram_visit_uv_new",
+    "wechat_miniprogram_stay_time_uv_seconds",
+    "wechat_miniprogram_stay_time_session_seconds",
+    "wechat_miniprogram_visit_depth",
+    "wechat_miniprogram_retention_uv",
+    "wechat_miniprogram_retention_ratio",
+    "wechat_miniprogram_retention_cohort_timestamp_seconds",
+    "wechat_miniprogram_access_source_sessions",
+    "wechat_miniprogram_access_source_uv",
+    "wechat_miniprogram_stay_time_distribution",
+    "wechat_miniprogram_visit_depth_distribution",
+    "wechat_miniprogram_page_visit_pv",
+    "wechat_miniprogram_page_visit_uv",
+    "wechat_miniprogram_page_stay_time_seconds",
+    "wechat_miniprogram_page_entry_pv",
+    "wechat_miniprogram_page_exit_pv",
+    "wechat_miniprogram_page_share_pv",
+    "wechat_miniprogram_page_share_uv",
+    "wechat_miniprogram_ref_date_timestamp_seconds",
+    "wechat_miniprogram_last_success_timestamp_seconds",
+    "wechat_miniprogram_up",
+];
+
+/// Data lines (not the exporter's own health) that mention `app`.
+fn data_lines<'a>(metrics: &'a str, app: &str) -> Vec<&'a str> {
+    let label = format!("app=\"{app}\"");
+    DATA_FAMILIES[..21]
+        .iter()
+        .flat_map(|family| series(metrics, family))
+        .filter(|line| line.contains(&label))
+        .collect()
+}
+
+#[tokio::test]
+async fn all_reports_are_exported_with_the_simulated_values() {
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "[reports]\npages_top = 5",
+        |t| t,
+        |_| {},
+    )
+    .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    for family in DATA_FAMILIES {
+        assert!(!series(&metrics, family).is_empty(), "{family} missing");
+    }
+    let shop = app.sim.apps()[0].clone();
+    let model = Model { app: &shop };
+    let labels = |period: &'static str| {
+        [
+            ("app", "shop"),
+            ("appid", "wx1111111111111111"),
+            ("period", period),
+        ]
+    };
+
+    for (kind, ref_date) in [
+        ("daily", "20240604"),
+        ("weekly", "20240527-20240602"),
+        ("monthly", "202405"),
+    ] {
+        let expected = model.trend_json(period(ref_date));
+        for (field, family) in [
+            ("visit_uv", "wechat_miniprogram_visit_uv"),
+            ("visit_uv_new", "wechat_miniprogram_visit_uv_new"),
+            ("session_cnt", "wechat_miniprogram_sessions"),
+            ("visit_pv", "wechat_miniprogram_visit_pv"),
+            ("stay_time_uv", "wechat_miniprogram_stay_time_uv_seconds"),
+            (
+                "stay_time_session",
+                "wechat_miniprogram_stay_time_session_seconds",
+            ),
+            ("visit_depth", "wechat_miniprogram_visit_depth"),
+        ] {
+            assert_eq!(
+                sample(&metrics, family, &labels(kind)),
+                expected[field].as_f64(),
+                "{family} {kind}"
+            );
+        }
+        let start = period(ref_date).start_instant().timestamp() as f64;
+        let freshness = [("app", "shop"), ("report", "visit_trend"), ("period", kind)];
+        assert_eq!(
+            sample(
+                &metrics,
+                "wechat_miniprogram_ref_date_timestamp_seconds",
+                &freshness
+            ),
+            Some(start)
+        );
+    }
+
+    // Retention: lag k from the cohort k periods back, as known on the day after 2024-06-04.
+    let last_day = date("2024-06-04");
+    for (kind, held, lag) in [
+        ("daily", "20240604", 3u32),
+        ("daily", "20240604", 30),
+        ("weekly", "20240527-20240602", 2),
+        ("monthly", "202405", 1),
+    ] {
+        let cohort = period(held).back(lag);
+        let expected = model.retention_json(cohort, last_day);
+        let lag_text = lag.to_string();
+        for (cohort_label, field) in [("new", "visit_uv_new"), ("active", "visit_uv")] {
+            let labels = [
+                ("app", "shop"),
+                ("period", kind),
+                ("cohort", cohort_label),
+                ("lag", lag_text.as_str()),
+            ];
+            let kept = item(&expected[field], i64::from(lag));
+            assert!(kept > 0.0);
+            assert_eq!(
+                sample(&metrics, "wechat_miniprogram_retention_uv", &labels),
+                Some(kept),
+                "{kind} lag {lag}"
+            );
+            let ratio = sample(&metrics, "wechat_miniprogram_retention_ratio", &labels).unwrap();
+            assert!((ratio - kept / item(&expected[field], 0)).abs() < 1e-12);
+        }
+        let labels = [
+            ("app", "shop"),
+            ("period", kind),
+            ("lag", lag_text.as_str()),
+        ];
+        assert_eq!(
+            sample(
+                &metrics,
+                "wechat_miniprogram_retention_cohort_timestamp_seconds",
+                &labels
+            ),
+            Some(cohort.start_instant().timestamp() as f64)
+        );
+    }
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_retention_ratio",
+            &[("app", "shop"), ("lag", "0")]
+        ),
+        None
+    );
+
+    // Distribution and pages of 2024-06-04.
+    let distribution = model.distribution_json(period("20240604"));
+    let index = |name: &str| {
+        distribution["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["index"] == name)
+            .unwrap()["item_list"]
+            .clone()
+    };
+    let labels = [("app", "shop"), ("key", "3"), ("source", "chat")];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_access_source_sessions",
+            &labels
+        ),
+        Some(item(&index("access_source_session_cnt"), 3))
+    );
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_access_source_uv", &labels),
+        Some(item(&index("access_source_visit_uv"), 3))
+    );
+    let labels = [("app", "shop"), ("key", "8"), ("bucket", ">100s")];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_stay_time_distribution",
+            &labels
+        ),
+        Some(item(&index("access_staytime_info"), 8))
+    );
+    let labels = [("app", "shop"), ("key", "6"), ("bucket", "6-10")];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_visit_depth_distribution",
+            &labels
+        ),
+        Some(item(&index("access_depth_info"), 6))
+    );
+
+    let pages = model.pages_json(period("20240604"));
+    let top = &pages["list"][0];
+    let labels = [
+        ("app", "shop"),
+        ("page", top["page_path"].as_str().unwrap()),
+    ];
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_page_visit_pv", &labels),
+        top["page_visit_pv"].as_f64()
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_page_stay_time_seconds",
+            &labels
+        ),
+        top["page_staytime_pv"].as_f64()
+    );
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_page_exit_pv", &labels),
+        top["exitpage_pv"].as_f64()
+    );
+    let shop_pages = series(&metrics, "wechat_miniprogram_page_visit_pv")
+        .into_iter()
+        .filter(|l| l.contains("app=\"shop\""))
+        .count();
+    assert_eq!(shop_pages, 5, "pages_top = 5");
+}
+
+#[tokio::test]
+async fn an_expired_token_gives_exactly_one_refresh_and_one_retry() {
+    // Before 10:00 the latest day is not out; the exporter shows the day before.
+    let app = spawn_app(two_apps(), beijing("2024-06-05 09:50")).await;
+    app.settle().await;
+    let shop = "wx1111111111111111";
+    let before = app.calls_of(shop).len();
+    let fetches = sample(
+        &app.scrape().await,
+        "wechat_miniprogram_token_fetches_total",
+        &[("app", "shop"), ("outcome", "success")],
+    );
+    assert_eq!(fetches, Some(1.0));
+
+    app.sim.expire_tokens(shop);
+    app.advance_to(beijing("2024-06-05 10:25")).await;
+
+    let calls = app.calls_of(shop)[before..].to_vec();
+    let endpoints: Vec<(&str, i64)> = calls
+        .iter()
+        .map(|c| (c.endpoint.as_str(), c.errcode))
+        .collect();
+    assert_eq!(
+        &endpoints[..3],
+        [(DAILY_TREND, 42001), ("stable_token", 0), (DAILY_TREND, 0)],
+        "{endpoints:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.errcode == 42001).count(), 1);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.endpoint == "stable_token")
+            .count(),
+        1
+    );
+    let metrics = app.scrape().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_token_fetches_total",
+            &[("app", "shop"), ("outcome", "success")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(1.0)
+    );
+    let day = period("20240604").start_instant().timestamp() as f64;
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_ref_date_timestamp_seconds",
+            &[("app", "shop"), ("report", "visit_page")]
+        ),
+        Some(day)
+    );
+}
+
+#[tokio::test]
+async fn a_token_refused_twice_is_an_error_not_a_loop() {
+    let shop = "wx1111111111111111";
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "",
+        |t| t,
+        |sim| {
+            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(40001), 2);
+        },
+    )
+    .await;
+    app.settle().await;
+    let calls = app.calls_of(shop);
+    let trend: Vec<i64> = calls
+        .iter()
+        .filter(|c| c.endpoint == DAILY_TREND)
+        .map(|c| c.errcode)
+        .collect();
+    assert_eq!(trend, [40001, 40001]);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.endpoint == "stable_token")
+            .count(),
+        2
+    );
+    let metrics = app.scrape().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_api_errors_total",
+            &[
+                ("app", "shop"),
+                ("endpoint", DAILY_TREND),
+                ("errcode", "40001")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn unpublished_periods_are_retried_later_and_exported_as_nothing() {
+    let mut apps = two_apps();
+    // shop has data only from 2024-06-04 on, which is published at 10:00 on 06-05.
+    apps[0].since = date("2024-06-04");
+    let app = spawn_app(apps, beijing("2024-06-05 09:00")).await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert_eq!(
+        data_lines(&metrics, "shop"),
+        Vec::<&str>::new(),
+        "nothing, not zeros"
+    );
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(1.0)
+    );
+    // news (61503 before publication) shows the day before while waiting.
+    let day_before = period("20240603").start_instant().timestamp() as f64;
+    let news_daily = [
+        ("app", "news"),
+        ("report", "visit_trend"),
+        ("period", "daily"),
+    ];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_ref_date_timestamp_seconds",
+            &news_daily
+        ),
+        Some(day_before)
+    );
+
+    // 30 minutes later the daily trend is asked again, and nothing else of the day.
+    let before: Vec<usize> = ["wx1111111111111111", "wx2222222222222222"]
+        .iter()
+        .map(|a| app.calls_of(a).len())
+        .collect();
+    app.advance_to(beijing("2024-06-05 09:30")).await;
+    for (appid, before) in ["wx1111111111111111", "wx2222222222222222"]
+        .iter()
+        .zip(before)
+    {
+        let daily: Vec<String> = app.calls_of(appid)[before..]
+            .iter()
+            .filter(|c| c.begin_date.as_deref() == Some("20240604"))
+            .map(|c| c.endpoint.clone())
+            .collect();
+        assert_eq!(daily, [DAILY_TREND], "{appid}");
+    }
+    assert_eq!(data_lines(&app.scrape().await, "shop"), Vec::<&str>::new());
+
+    // Published at 10:00: the 10:00 retry gets it, for every daily report.
+    app.advance_to(beijing("2024-06-05 10:00")).await;
+    let metrics = app.scrape().await;
+    let shop = app.sim.apps()[0].clone();
+    let expected = Model { app: &shop }.trend_json(period("20240604"));
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_visit_uv",
+            &[("app", "shop"), ("period", "daily")]
+        ),
+        expected["visit_uv"].as_f64()
+    );
+    let day = period("20240604").start_instant().timestamp() as f64;
+    for report in [
+        "visit_trend",
+        "retention",
+        "visit_distribution",
+        "visit_page",
+    ] {
+        for app_name in ["shop", "news"] {
+            let labels = [("app", app_name), ("report", report), ("period", "daily")];
+            assert_eq!(
+                sample(
+                    &metrics,
+                    "wechat_miniprogram_ref_date_timestamp_seconds",
+                    &labels
+                ),
+                Some(day),
+                "{app_name} {report}"
+            );
+        }
+    }
+    // shop's week and month began before its data: still nothing for them, and no zero.
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_visit_uv",
+            &[("app", "shop"), ("period", "weekly")]
+        ),
+        None
+    );
+}
+
+#[tokio::test]
+async fn the_daily_quota_stops_calls_for_that_app_until_the_next_beijing_day() {
+    let shop = "wx1111111111111111";
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "",
+        |t| t,
+        |sim| {
+            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(45009), 1);
+        },
+    )
+    .await;
+    app.settle().await;
+    let calls = app.calls_of(shop).len();
+    assert_eq!(
+        calls,
+        2,
+        "one token fetch and the refused call: {:?}",
+        app.calls_of(shop)
+    );
+    let metrics = app.scrape().await;
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_visit_uv",
+            &[("app", "news"), ("period", "daily")]
+        )
+        .is_some(),
+        "other apps go on"
+    );
+
+    app.advance_to(beijing("2024-06-05 23:59")).await;
+    assert_eq!(
+        app.calls_of(shop).len(),
+        calls,
+        "no call before the next Beijing day"
+    );
+
+    app.advance_to(beijing("2024-06-06 00:01")).await;
+    assert!(app.calls_of(shop).len() > calls);
+    let metrics = app.scrape().await;
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(1.0)
+    );
+    // The new day is not out yet; the day before is shown.
+    let day = period("20240604").start_instant().timestamp() as f64;
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_ref_date_timestamp_seconds",
+            &[
+                ("app", "shop"),
+                ("report", "visit_trend"),
+                ("period", "daily")
+            ]
+        ),
+        Some(day)
+    );
+}
+
+#[tokio::test]
+async fn the_minute_quota_pauses_the_app_until_the_next_minute() {
+    let shop = "wx1111111111111111";
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "",
+        |t| t,
+        |sim| {
+            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(45011), 1);
+        },
+    )
+    .await;
+    app.settle().await;
+    let calls = app.calls_of(shop).len();
+    app.advance_to(beijing("2024-06-05 12:00") + Duration::seconds(59))
+        .await;
+    assert_eq!(app.calls_of(shop).len(), calls);
+    app.advance_to(beijing("2024-06-05 12:01") + Duration::seconds(1))
+        .await;
+    let metrics = app.scrape().await;
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn server_errors_and_garbage_back_off_exponentially() {
+    let shop = "wx1111111111111111";
+    let start = beijing("2024-06-05 12:00");
+    let app = spawn_app_with(
+        two_apps(),
+        start,
+        "",
+        |t| t,
+        |sim| {
+            sim.inject(shop, Some(DAILY_TREND), Fault::Status(502), 1);
+            sim.inject(shop, Some(DAILY_TREND), Fault::Garbage, 1);
+        },
+    )
+    .await;
+    app.settle().await;
+    let trend_calls = || {
+        app.calls_of(shop)
+            .iter()
+            .filter(|c| c.endpoint == DAILY_TREND)
+            .count()
+    };
+    assert_eq!(trend_calls(), 1);
+    let metrics = app.scrape().await;
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_visit_uv",
+            &[("app", "shop"), ("period", "daily")]
+        ),
+        None
+    );
+    assert!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_page_visit_pv",
+            &[("app", "shop")]
+        )
+        .is_some(),
+        "the other reports are not held back"
+    );
+
+    // First retry after exactly the initial backoff (30s).
+    app.advance_to(start + Duration::seconds(29)).await;
+    assert_eq!(trend_calls(), 1);
+    app.advance_to(start + Duration::seconds(30)).await;
+    assert_eq!(trend_calls(), 2);
+    // Second retry after 30..60s more (doubled, with jitter).
+    app.advance_to(start + Duration::seconds(59)).await;
+    assert_eq!(trend_calls(), 2);
+    app.advance_to(start + Duration::seconds(90)).await;
+    assert_eq!(trend_calls(), 3);
+
+    let metrics = app.scrape().await;
+    let errors = |errcode| {
+        sample(
+            &metrics,
+            "wechat_miniprogram_api_errors_total",
+            &[
+                ("app", "shop"),
+                ("endpoint", DAILY_TREND),
+                ("errcode", errcode),
+            ],
+        )
+    };
+    assert_eq!(errors("http_502"), Some(1.0));
+    assert_eq!(errors("decode"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(1.0)
+    );
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn no_scrape_calls_wechat() {
+    let app = spawn_app(two_apps(), beijing("2024-06-05 12:00")).await;
+    app.settle().await;
+    let calls = app.sim.calls().len();
+    for _ in 0..10 {
+        app.scrape().await;
+        let gzipped = app
+            .http
+            .get(format!("http://{}/metrics", app.address))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+        for path in ["/", "/healthz", "/readyz"] {
+            assert_eq!(app.get(path).await.status(), 200, "{path}");
+        }
+    }
+    assert_eq!(app.sim.calls().len(), calls);
+}
+
+#[tokio::test]
+async fn a_period_already_held_is_not_fetched_again() {
+    let app = spawn_app(two_apps(), beijing("2024-06-05 12:00")).await;
+    app.settle().await;
+    let shop = "wx1111111111111111";
+    let calls = app.calls_of(shop).len();
+    app.advance_to(beijing("2024-06-05 23:59")).await;
+    assert_eq!(app.calls_of(shop).len(), calls, "nothing new the same day");
+
+    app.advance_to(beijing("2024-06-06 12:00")).await;
+    let mut per_endpoint: BTreeMap<String, usize> = BTreeMap::new();
+    for call in &app.calls_of(shop)[calls..] {
+        *per_endpoint.entry(call.endpoint.clone()).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("getweanalysisappiddailyretaininfo", 10),
+        (DAILY_TREND, 1),
+        ("getweanalysisappidvisitdistribution", 1),
+        ("getweanalysisappidvisitpage", 1),
+        ("stable_token", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(
+        per_endpoint, expected,
+        "one new day: 13 datacube calls and a fresh token"
+    );
+
+    // Over the whole run, no (report, period) was asked twice (retention cohorts are asked
+    // once per day held, for a different key each time).
+    let mut seen = HashSet::new();
+    for call in app
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.begin_date.is_some() && !c.endpoint.contains("retaininfo"))
+    {
+        assert!(
+            seen.insert((
+                call.appid.clone(),
+                call.endpoint.clone(),
+                call.begin_date.clone()
+            )),
+            "{call:?} twice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_week_and_month_are_fetched_when_they_end() {
+    // Sunday 2024-06-30 12:00: the week and the month end at midnight.
+    let app = spawn_app(two_apps(), beijing("2024-06-30 12:00")).await;
+    app.settle().await;
+    app.advance_to(beijing("2024-07-01 12:00")).await;
+    let metrics = app.scrape().await;
+    for (report, kind, ref_date) in [
+        ("visit_trend", "weekly", "20240624-20240630"),
+        ("retention", "monthly", "202406"),
+        ("visit_trend", "monthly", "202406"),
+    ] {
+        let labels = [("app", "news"), ("report", report), ("period", kind)];
+        let start = period(ref_date).start_instant().timestamp() as f64;
+        assert_eq!(
+            sample(
+                &metrics,
+                "wechat_miniprogram_ref_date_timestamp_seconds",
+                &labels
+            ),
+            Some(start),
+            "{report} {kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secrets_and_tokens_never_appear_in_logs_metrics_or_pages() {
+    let shop = "wx1111111111111111";
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "",
+        // news is configured with a wrong secret: a configuration error, logged with its fix.
+        |toml| toml.replace("secret-news-0123456789", "wrong-secret-news-987654"),
+        |sim| {
+            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(40001), 2);
+            sim.inject(
+                shop,
+                Some("getweanalysisappidvisitpage"),
+                Fault::Status(503),
+                1,
+            );
+        },
+    )
+    .await;
+    app.settle().await;
+    app.advance_to(beijing("2024-06-05 13:00")).await;
+    let logs = app.logs.text();
+    assert!(logs.contains("errcode=40125"), "{logs}");
+    assert!(
+        logs.contains("AppSecret is wrong"),
+        "the fix is named: {logs}"
+    );
+    assert!(logs.contains("errcode=40001"), "{logs}");
+    let metrics = app.scrape().await;
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(
+        page.contains("40125"),
+        "the landing page shows the last error"
+    );
+    let mut credentials = app.sim.issued_tokens();
+    assert!(!credentials.is_empty());
+    credentials.extend(
+        [
+            "secret-shop-0123456789",
+            "secret-news-0123456789",
+            "wrong-secret-news-987654",
+        ]
+        .map(String::from),
+    );
+    for credential in &credentials {
+        for (what, text) in [
+            ("logs", &logs),
+            ("metrics", &metrics),
+            ("landing page", &page),
+        ] {
+            assert!(
+                !text.contains(credential.as_str()),
+                "{what} hold a credential"
+            );
+        }
+    }
+    assert!(!logs.contains("access_token="), "{logs}");
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_check_metrics() {
+    let shop = "wx1111111111111111";
+    let app = spawn_app_with(
+        two_apps(),
+        beijing("2024-06-05 12:00"),
+        "",
+        |t| t,
+        |sim| {
+            sim.inject(
+                shop,
+                Some("getweanalysisappidvisitpage"),
+                Fault::Status(500),
+                1,
+            );
+        },
+    )
+    .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert!(metrics.contains("wechat_miniprogram_api_errors_total{"));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/install-tools installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert_eq!(report.trim(), "", "promtool lint findings");
+}
+
+#[tokio::test]
+async fn readiness_waits_for_every_app_first_round() {
+    use std::sync::Arc;
+    use wechat_miniprogram_exporter::config::Config;
+    use wechat_miniprogram_exporter::metrics::SelfMetrics;
+    use wechat_miniprogram_exporter::poller::Sink;
+    use wechat_miniprogram_exporter::store::Store;
+
+    let toml = common::config_toml(&two_apps(), "127.0.0.1:9".parse().unwrap(), "");
+    let config = Config::from_toml(&toml).unwrap();
+    let store = Arc::new(Store::new(&config.apps, Arc::new(SelfMetrics::new())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(wechat_miniprogram_exporter::app::serve(
+        listener,
+        store.clone(),
+        std::future::pending(),
+    ));
+    let status = |path: &'static str| async move {
+        reqwest::get(format!("http://{address}{path}"))
+            .await
+            .unwrap()
+            .status()
+    };
+
+    assert_eq!(status("/readyz").await, 503);
+    assert_eq!(status("/healthz").await, 200);
+    store.first_round_done(0);
+    assert_eq!(status("/readyz").await, 503, "one app of two");
+    store.first_round_done(1);
+    assert_eq!(status("/readyz").await, 200);
+}
+
+#[tokio::test]
+async fn the_landing_page_shows_each_app_and_report() {
+    let mut apps = two_apps();
+    apps.push(SimApp::new(
+        "blog",
+        "wx3333333333333333",
+        "secret-blog-0123456789",
+        100.0,
+    ));
+    let app = spawn_app(apps, beijing("2024-06-05 12:00")).await;
+    app.settle().await;
+    let page = app.get("/").await.text().await.unwrap();
+    for needle in [
+        "href=\"/metrics\"",
+        "blog",
+        "visit_distribution",
+        "day 2024-06-04",
+        "week 2024-05-27..2024-06-02",
+    ] {
+        assert!(page.contains(needle), "landing page lacks {needle}");
+    }
+}
+
+#[tokio::test]
+async fn polling_once_reports_failures() {
+    use wechat_miniprogram_exporter::app::Exporter;
+    use wechat_miniprogram_exporter::clock::Clock;
+    use wechat_miniprogram_exporter::config::Config;
+
+    let clock = Clock::manual(beijing("2024-06-05 12:00"));
+    let sim = wechat_miniprogram_exporter::simulation::Simulation::new(two_apps(), clock.clone());
+    let api = sim
+        .clone()
+        .spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let toml = common::config_toml(&two_apps(), api, "");
+    let (store, failed) = Exporter::build(&Config::from_toml(&toml).unwrap(), clock.clone())
+        .unwrap()
+        .poll_once()
+        .await;
+    assert!(!failed);
+    let metrics = String::from_utf8(store.metrics(false).to_vec()).unwrap();
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "news"), ("period", "monthly")]
+    )
+    .is_some());
+
+    let broken = toml.replace("secret-news-0123456789", "wrong");
+    let (_, failed) = Exporter::build(&Config::from_toml(&broken).unwrap(), clock)
+        .unwrap()
+        .poll_once()
+        .await;
+    assert!(failed);
+}

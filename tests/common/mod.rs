@@ -1,0 +1,243 @@
+//! One helper per area: a simulated WeChat API and an exporter on port 0 sharing a manual
+//! clock, scrapes, sample look-ups and captured logs.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use wechat_miniprogram_exporter::app::{serve, Exporter};
+use wechat_miniprogram_exporter::clock::Clock;
+use wechat_miniprogram_exporter::config::Config;
+use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
+use wechat_miniprogram_exporter::period::Period;
+use wechat_miniprogram_exporter::simulation::{SimApp, Simulation};
+use wechat_miniprogram_exporter::store::Store;
+
+/// An instant given in Beijing time, e.g. `beijing("2024-06-05 12:00")`.
+pub fn beijing(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_str(&format!("{text} +0800"), "%Y-%m-%d %H:%M %z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Two simulated apps: `shop` answers empty lists before publication, `news` errcode 61503.
+pub fn two_apps() -> Vec<SimApp> {
+    let shop = SimApp::new(
+        "shop",
+        "wx1111111111111111",
+        "secret-shop-0123456789",
+        10_000.0,
+    );
+    let mut news = SimApp::new(
+        "news",
+        "wx2222222222222222",
+        "secret-news-0123456789",
+        50_000.0,
+    );
+    news.not_ready = wechat_miniprogram_exporter::simulation::NotReady::Errcode;
+    vec![shop, news]
+}
+
+/// Log lines written while a test runs.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct TestApp {
+    pub sim: Simulation,
+    pub clock: Clock,
+    pub address: SocketAddr,
+    pub store: Arc<Store>,
+    pub logs: Logs,
+    pub http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    _pollers: tokio::task::JoinSet<()>,
+    _log_guard: tracing::subscriber::DefaultGuard,
+}
+
+/// The exporter's TOML for `apps` against the simulation at `api`, plus `extra` lines.
+pub fn config_toml(apps: &[SimApp], api: SocketAddr, extra: &str) -> String {
+    let mut toml = format!("api_base_url = \"http://{api}\"\n{extra}\n");
+    for app in apps {
+        toml.push_str(&format!(
+            "[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
+            app.name, app.appid, app.secret
+        ));
+    }
+    toml
+}
+
+/// Starts the simulation of `apps` and an exporter polling it, at `start` on a manual clock.
+/// Must run on a current-thread runtime (`#[tokio::test]`) so that logs are captured.
+pub async fn spawn_app(apps: Vec<SimApp>, start: DateTime<Utc>) -> TestApp {
+    spawn_app_with(apps, start, "", |toml| toml, |_| {}).await
+}
+
+/// As [`spawn_app`], with extra top-level TOML, a last edit of the whole config text, and a
+/// preparation of the simulation (faults to inject) before the exporter starts.
+pub async fn spawn_app_with(
+    apps: Vec<SimApp>,
+    start: DateTime<Utc>,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+    prepare: impl FnOnce(&Simulation),
+) -> TestApp {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let guard = tracing::subscriber::set_default(logging::subscriber(
+        LogLevel::Debug,
+        LogFormat::Logfmt,
+        move || writer.clone(),
+    ));
+    let clock = Clock::manual(start);
+    let sim = Simulation::new(apps.clone(), clock.clone());
+    let api = sim
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    prepare(&sim);
+    let config = Config::from_toml(&edit(config_toml(&apps, api, extra))).unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let (store, pollers) = Exporter::build(&config, clock.clone())
+        .unwrap()
+        .start(stopped.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut stopped_server = stopped;
+    tokio::spawn(serve(listener, store.clone(), async move {
+        let _ = stopped_server.wait_for(|stop| *stop).await;
+    }));
+    TestApp {
+        sim,
+        clock,
+        address,
+        store,
+        logs,
+        http: reqwest::Client::new(),
+        stop,
+        _pollers: pollers,
+        _log_guard: guard,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("http://{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn scrape(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// Waits until no job of any app is due at the clock's time: everything that could be
+    /// fetched has been, and the rest waits for a later instant.
+    pub async fn settle(&self) {
+        for _ in 0..2000 {
+            if self.is_settled() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "the exporter did not settle; status: {:#?}",
+            self.store.overview()
+        );
+    }
+
+    fn is_settled(&self) -> bool {
+        let now = self.clock.now();
+        self.store.overview().iter().all(|app| {
+            app.ready
+                && app.jobs.len() == 8
+                && app.jobs.iter().all(|((_, kind), status)| {
+                    let target = Period::latest_completed(*kind, now);
+                    status.held == Some(target)
+                        || status.next_attempt.is_some_and(|next| next > now)
+                })
+        })
+    }
+
+    /// Moves the clock and waits for the exporter to finish what became due.
+    pub async fn advance_to(&self, instant: DateTime<Utc>) {
+        self.clock.set(instant);
+        self.settle().await;
+    }
+
+    /// Calls the simulation answered for `appid` so far.
+    pub fn calls_of(&self, appid: &str) -> Vec<wechat_miniprogram_exporter::simulation::Call> {
+        self.sim
+            .calls()
+            .into_iter()
+            .filter(|call| call.appid.as_deref() == Some(appid))
+            .collect()
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The value of the sample `name` whose labels include all of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let matches = metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if matches {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+}
+
+/// Every sample line of the family `name`.
+pub fn series<'a>(metrics: &'a str, name: &str) -> Vec<&'a str> {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
