@@ -249,3 +249,24 @@ fn demo_serves_every_family_within_seconds_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_example_config_is_valid_and_documents_the_defaults() {
+    let secret = temp_file("example-secret", "s3cret\n");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap();
+    let example = example.replace("/run/secrets/shop", secret.to_str().unwrap());
+    let path = temp_file("example.toml", &example);
+    let output = run(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("shop (wx1234567890abcdef), token from stable_token"));
+    let defaults = wechat_miniprogram_exporter::config::Config::from_toml(
+        "[apps.a]\nappid = \"wx1234567890abcdef\"\nsecret = \"s\"\n",
+    )
+    .unwrap();
+    let documented = wechat_miniprogram_exporter::config::Config::from_toml(&example).unwrap();
+    assert_eq!(documented.polling, defaults.polling);
+    assert_eq!(documented.reports, defaults.reports);
+    assert_eq!(documented.listen_address, defaults.listen_address);
+}
