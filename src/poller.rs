@@ -207,6 +207,24 @@ impl AppPoller {
             return;
         }
         self.blocked_until = None;
+        let due: Vec<(usize, Period)> = (0..self.jobs.len())
+            .filter_map(|index| {
+                let job = &self.jobs[index];
+                let target = Period::latest_completed(job.kind, now);
+                (job.held != Some(target) && now >= job.next_attempt).then_some((index, target))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // Without a token every call would fail the same way: ask for it once per round, and
+        // on failure record the error on every due job without calling WeChat again.
+        if let Err(error) = self.client.ensure_token(&self.connection).await {
+            for (n, (index, target)) in due.into_iter().enumerate() {
+                self.conclude(index, target, Err(error.clone()), now, n == 0);
+            }
+            return;
+        }
         // Kinds whose visit trend is not published yet: their other reports wait for it.
         let mut unpublished: BTreeMap<PeriodKind, DateTime<Utc>> = BTreeMap::new();
         for index in 0..self.jobs.len() {
@@ -259,9 +277,6 @@ impl AppPoller {
     }
 
     async fn attempt(&mut self, index: usize, target: Period) -> Outcome {
-        let app = self.connection.app.name.clone();
-        let job = &self.jobs[index];
-        let report = job.report;
         let mut result = self.fetch_period(index, target).await;
         let now = self.clock.now();
 
@@ -278,6 +293,21 @@ impl AppPoller {
             }
         }
 
+        self.conclude(index, target, result, now, true)
+    }
+
+    /// Records the result of an attempt at `target`: holds the data, schedules the retry of an
+    /// unpublished period, or backs off after an error (logged if `log`).
+    fn conclude(
+        &mut self,
+        index: usize,
+        target: Period,
+        result: Result<Option<Snapshot>, WeChatError>,
+        now: DateTime<Utc>,
+        log: bool,
+    ) -> Outcome {
+        let app = self.connection.app.name.clone();
+        let report = self.jobs[index].report;
         let polling = &self.settings.polling;
         let job = &mut self.jobs[index];
         let outcome = match result {
@@ -298,13 +328,17 @@ impl AppPoller {
                 let delay = match class {
                     ErrorClass::Transient => {
                         let delay = backoff(polling, job.failures);
-                        tracing::warn!(app, report = %report, period = %target, errcode, error = %error, retry_in = %humantime::format_duration(round_seconds(delay)), "fetch failed");
+                        if log {
+                            tracing::warn!(app, report = %report, period = %target, errcode, error = %error, retry_in = %humantime::format_duration(round_seconds(delay)), "fetch failed");
+                        }
                         delay
                     }
                     ErrorClass::Config => {
-                        tracing::error!(app, report = %report, period = %target, errcode, error = %error,
+                        if log {
+                            tracing::error!(app, report = %report, period = %target, errcode, error = %error,
                             fix = error.remedy().unwrap_or("check this app's configuration"),
                             retry_in = %humantime::format_duration(polling.error_backoff_max), "configuration error");
+                        }
                         polling.error_backoff_max
                     }
                     ErrorClass::MinuteQuota => {

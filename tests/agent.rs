@@ -928,3 +928,132 @@ async fn polling_once_reports_failures() {
         .await;
     assert!(failed);
 }
+
+#[tokio::test]
+async fn tokens_can_come_from_the_classic_endpoint_a_token_service_or_a_file() {
+    let apps = vec![
+        SimApp::new(
+            "classic",
+            "wx1111111111111111",
+            "secret-classic-01234",
+            1000.0,
+        ),
+        SimApp::new(
+            "service",
+            "wx2222222222222222",
+            "secret-service-01234",
+            1000.0,
+        ),
+        SimApp::new(
+            "filed",
+            "wx3333333333333333",
+            "secret-filed-0123456",
+            1000.0,
+        ),
+    ];
+    let token_file = std::env::temp_dir().join(format!("wmpe-token-{}", std::process::id()));
+    let file_for_edit = token_file.clone();
+    let app = spawn_app_with(
+        apps,
+        beijing("2024-06-05 12:00"),
+        "",
+        move |toml| {
+            let api = toml.lines().next().unwrap().trim_start_matches("api_base_url = \"").trim_end_matches('"').to_string();
+            toml.replace(
+                "appid = \"wx1111111111111111\"\n",
+                "appid = \"wx1111111111111111\"\ntoken_source = \"token\"\n",
+            )
+            // A token service: here the classic endpoint, which answers {access_token, expires_in}.
+            .replace(
+                "appid = \"wx2222222222222222\"\nsecret = \"secret-service-01234\"\n",
+                &format!("appid = \"wx2222222222222222\"\ntoken_source = \"url\"\ntoken_url = \"{api}/cgi-bin/token?grant_type=client_credential&appid={{appid}}&secret=secret-service-01234\"\n"),
+            )
+            .replace(
+                "appid = \"wx3333333333333333\"\nsecret = \"secret-filed-0123456\"\n",
+                &format!("appid = \"wx3333333333333333\"\ntoken_source = \"file\"\ntoken_file = \"{}\"\n", file_for_edit.display()),
+            )
+        },
+        |_| {},
+    )
+    .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    for name in ["classic", "service"] {
+        assert!(
+            sample(
+                &metrics,
+                "wechat_miniprogram_visit_uv",
+                &[("app", name), ("period", "daily")]
+            )
+            .is_some(),
+            "{name}"
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                "wechat_miniprogram_token_fetches_total",
+                &[("app", name), ("outcome", "success")]
+            ),
+            Some(1.0)
+        );
+    }
+    assert_eq!(
+        app.calls_of("wx1111111111111111")
+            .iter()
+            .filter(|c| c.endpoint == "token")
+            .count(),
+        1
+    );
+    assert_eq!(
+        app.calls_of("wx1111111111111111")
+            .iter()
+            .filter(|c| c.endpoint == "stable_token")
+            .count(),
+        0
+    );
+    // No file yet: the token source fails and says so, without a panic.
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "filed")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_token_fetches_total",
+            &[("app", "filed"), ("outcome", "error")]
+        ),
+        Some(1.0)
+    );
+    assert!(app.logs.text().contains("cannot read token file"));
+
+    // Another program (a central token service) writes the token; the next retry uses it.
+    let answer: Value = app
+        .http
+        .post(format!("http://{}/cgi-bin/stable_token", app.api))
+        .json(&serde_json::json!({"grant_type": "client_credential", "appid": "wx3333333333333333", "secret": "secret-filed-0123456"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    std::fs::write(
+        &token_file,
+        format!("{}\n", answer["access_token"].as_str().unwrap()),
+    )
+    .unwrap();
+    app.advance_to(beijing("2024-06-05 12:00") + Duration::seconds(30))
+        .await;
+    let metrics = app.scrape().await;
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "filed"), ("period", "daily")]
+    )
+    .is_some());
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "filed")]),
+        Some(1.0)
+    );
+    let _ = std::fs::remove_file(&token_file);
+}

@@ -97,6 +97,11 @@ impl Client {
         }
     }
 
+    /// Makes sure the app has a usable token, fetching one if needed.
+    pub async fn ensure_token(&self, connection: &AppConnection) -> Result<(), WeChatError> {
+        self.token(connection, None).await.map(|_| ())
+    }
+
     async fn datacube(
         &self,
         connection: &AppConnection,

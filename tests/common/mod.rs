@@ -66,6 +66,8 @@ impl std::io::Write for Logs {
 
 pub struct TestApp {
     pub sim: Simulation,
+    /// The simulated API's address.
+    pub api: SocketAddr,
     pub clock: Clock,
     pub address: SocketAddr,
     pub store: Arc<Store>,
@@ -131,6 +133,7 @@ pub async fn spawn_app_with(
     }));
     TestApp {
         sim,
+        api,
         clock,
         address,
         store,
