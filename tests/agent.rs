@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 
-use common::{beijing, sample, series, spawn_app, spawn_app_with, two_apps};
+use common::{beijing, sample, series, spawn_app, spawn_app_with, spawn_with_faults, two_apps};
 use wechat_miniprogram_exporter::period::Period;
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp};
 
@@ -316,14 +316,9 @@ async fn an_expired_token_gives_exactly_one_refresh_and_one_retry() {
 #[tokio::test]
 async fn a_token_refused_twice_is_an_error_not_a_loop() {
     let shop = "wx1111111111111111";
-    let app = spawn_app_with(
-        two_apps(),
+    let app = spawn_with_faults(
         beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(40001), 2);
-        },
+        &[(shop, DAILY_TREND, Fault::Errcode(40001), 2)],
     )
     .await;
     app.settle().await;
@@ -459,14 +454,9 @@ async fn unpublished_periods_are_retried_later_and_exported_as_nothing() {
 #[tokio::test]
 async fn the_daily_quota_stops_calls_for_that_app_until_the_next_beijing_day() {
     let shop = "wx1111111111111111";
-    let app = spawn_app_with(
-        two_apps(),
+    let app = spawn_with_faults(
         beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(45009), 1);
-        },
+        &[(shop, DAILY_TREND, Fault::Errcode(45009), 1)],
     )
     .await;
     app.settle().await;
@@ -525,14 +515,9 @@ async fn the_daily_quota_stops_calls_for_that_app_until_the_next_beijing_day() {
 #[tokio::test]
 async fn the_minute_quota_pauses_the_app_until_the_next_minute() {
     let shop = "wx1111111111111111";
-    let app = spawn_app_with(
-        two_apps(),
+    let app = spawn_with_faults(
         beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(45011), 1);
-        },
+        &[(shop, DAILY_TREND, Fault::Errcode(45011), 1)],
     )
     .await;
     app.settle().await;
@@ -555,15 +540,12 @@ async fn the_minute_quota_pauses_the_app_until_the_next_minute() {
 async fn server_errors_and_garbage_back_off_exponentially() {
     let shop = "wx1111111111111111";
     let start = beijing("2024-06-05 12:00");
-    let app = spawn_app_with(
-        two_apps(),
+    let app = spawn_with_faults(
         start,
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(shop, Some(DAILY_TREND), Fault::Status(502), 1);
-            sim.inject(shop, Some(DAILY_TREND), Fault::Garbage, 1);
-        },
+        &[
+            (shop, DAILY_TREND, Fault::Status(502), 1),
+            (shop, DAILY_TREND, Fault::Garbage, 1),
+        ],
     )
     .await;
     app.settle().await;
@@ -794,19 +776,9 @@ async fn secrets_and_tokens_never_appear_in_logs_metrics_or_pages() {
 #[tokio::test]
 async fn the_exposition_passes_promtool_check_metrics() {
     let shop = "wx1111111111111111";
-    let app = spawn_app_with(
-        two_apps(),
+    let app = spawn_with_faults(
         beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(
-                shop,
-                Some("getweanalysisappidvisitpage"),
-                Fault::Status(500),
-                1,
-            );
-        },
+        &[(shop, "getweanalysisappidvisitpage", Fault::Status(500), 1)],
     )
     .await;
     app.settle().await;

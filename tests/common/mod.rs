@@ -16,7 +16,7 @@ use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::period::Period;
-use wechat_miniprogram_exporter::simulation::{SimApp, Simulation};
+use wechat_miniprogram_exporter::simulation::{Fault, SimApp, Simulation};
 use wechat_miniprogram_exporter::store::Store;
 
 /// An instant given in Beijing time, e.g. `beijing("2024-06-05 12:00")`.
@@ -94,6 +94,26 @@ pub fn config_toml(apps: &[SimApp], api: SocketAddr, extra: &str) -> String {
 /// Must run on a current-thread runtime (`#[tokio::test]`) so that logs are captured.
 pub async fn spawn_app(apps: Vec<SimApp>, start: DateTime<Utc>) -> TestApp {
     spawn_app_with(apps, start, "", |toml| toml, |_| {}).await
+}
+
+/// As [`spawn_app`] with [`two_apps`], the next calls of `appid` to each endpoint answering
+/// the given fault so many times.
+pub async fn spawn_with_faults(
+    start: DateTime<Utc>,
+    faults: &[(&str, &str, Fault, usize)],
+) -> TestApp {
+    spawn_app_with(
+        two_apps(),
+        start,
+        "",
+        |toml| toml,
+        |sim| {
+            for (appid, endpoint, fault, times) in faults {
+                sim.inject(appid, Some(endpoint), fault.clone(), *times);
+            }
+        },
+    )
+    .await
 }
 
 /// As [`spawn_app`], with extra top-level TOML, a last edit of the whole config text, and a
