@@ -140,6 +140,9 @@ struct Mutable {
     faults: VecDeque<FaultRule>,
     calls: Vec<Call>,
     issued: u64,
+    latency: std::time::Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 struct Inner {
@@ -215,6 +218,16 @@ impl Simulation {
             token.expires_at = now;
         }
         state.stable.remove(appid);
+    }
+
+    /// Makes every datacube answer take `latency` (real time), so that calls overlap.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state().latency = latency;
+    }
+
+    /// The most datacube calls that were in progress at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state().max_in_flight
     }
 
     /// Every call answered so far, oldest first.
@@ -409,6 +422,26 @@ async fn datacube(
     State(sim): State<Simulation>,
     Path(name): Path<String>,
     Query(query): Query<TokenQuery>,
+    body: Option<Json<DateRange>>,
+) -> Response {
+    let latency = {
+        let mut state = sim.state();
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        state.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let response = answer_datacube(&sim, name, query, body);
+    sim.state().in_flight -= 1;
+    response
+}
+
+fn answer_datacube(
+    sim: &Simulation,
+    name: String,
+    query: TokenQuery,
     body: Option<Json<DateRange>>,
 ) -> Response {
     let Some((report, kind)) = Report::from_endpoint(&name) else {

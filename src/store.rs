@@ -175,3 +175,48 @@ impl Sink for Store {
         self.write(|state| state.first_round_done[app] = true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, TokenSource};
+
+    fn store() -> Store {
+        let app = App {
+            name: "shop".into(),
+            appid: "wx1234567890abcdef".into(),
+            token: TokenSource::StableToken(Secret::new("s")),
+        };
+        Store::new(&[app], Arc::new(SelfMetrics::new()))
+    }
+
+    #[test]
+    fn scrapes_reuse_one_rendering_until_something_changes() {
+        let store = store();
+        let first = store.metrics(false);
+        assert_eq!(first.as_ptr(), store.metrics(false).as_ptr());
+        let gzipped = store.metrics(true);
+        assert_eq!(gzipped.as_ptr(), store.metrics(true).as_ptr());
+
+        store.up(0, false);
+        let changed = store.metrics(false);
+        assert_ne!(first.as_ptr(), changed.as_ptr());
+        assert!(String::from_utf8_lossy(&changed)
+            .contains("wechat_miniprogram_up{appid=\"wx1234567890abcdef\",app=\"shop\"} 0"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&store.metrics(true)[..]),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text.as_bytes(), &changed[..]);
+    }
+
+    #[test]
+    fn ready_only_after_every_first_round() {
+        let store = store();
+        assert!(!store.is_ready());
+        store.first_round_done(0);
+        assert!(store.is_ready());
+    }
+}

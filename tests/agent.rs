@@ -1029,3 +1029,33 @@ async fn tokens_can_come_from_the_classic_endpoint_a_token_service_or_a_file() {
     );
     let _ = std::fs::remove_file(&token_file);
 }
+
+#[tokio::test]
+async fn no_more_than_polling_concurrency_requests_are_in_flight() {
+    let apps: Vec<SimApp> = (1..=4)
+        .map(|n| {
+            SimApp::new(
+                &format!("app{n}"),
+                &format!("wx{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}"),
+                "secret-0123456789",
+                1000.0,
+            )
+        })
+        .collect();
+    let app = spawn_app_with(
+        apps,
+        beijing("2024-06-05 12:00"),
+        "[polling]\nconcurrency = 2",
+        |t| t,
+        |sim| {
+            sim.set_latency(std::time::Duration::from_millis(15));
+        },
+    )
+    .await;
+    app.settle().await;
+    assert_eq!(
+        app.sim.max_in_flight(),
+        2,
+        "two at a time, and not one by one"
+    );
+}

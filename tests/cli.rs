@@ -270,3 +270,42 @@ fn the_example_config_is_valid_and_documents_the_defaults() {
     assert_eq!(documented.reports, defaults.reports);
     assert_eq!(documented.listen_address, defaults.listen_address);
 }
+
+#[test]
+fn simulate_serves_the_api_that_the_example_config_points_at() {
+    let mut child = Command::new(BINARY)
+        .args(["simulate", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let api = first
+        .split_whitespace()
+        .last()
+        .expect("the address is printed")
+        .to_string();
+    assert!(api.starts_with("http://127.0.0.1:"), "{first}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
+    let output = run(
+        &["--config", example, "once"],
+        &[("WECHAT_MINIPROGRAM_API_BASE_URL", &api)],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    for app in ["shop", "news", "tickets"] {
+        let series = format!("app=\"{app}\",period=\"monthly\"}}");
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with("wechat_miniprogram_visit_uv{")
+                    && line.contains(&series)),
+            "{app}: {stdout}"
+        );
+    }
+}
