@@ -324,6 +324,7 @@ impl AppPoller {
             }
             Err(error) => {
                 let class = error.class();
+                let remedy = error.remedy().map(|fix| fix.replace("<name>", &app));
                 let errcode = error.label();
                 let delay = match class {
                     ErrorClass::Transient => {
@@ -336,7 +337,7 @@ impl AppPoller {
                     ErrorClass::Config => {
                         if log {
                             tracing::error!(app, report = %report, period = %target, errcode, error = %error,
-                            fix = error.remedy().unwrap_or("check this app's configuration"),
+                            fix = remedy.as_deref().unwrap_or("check this app's configuration"),
                             retry_in = %humantime::format_duration(polling.error_backoff_max), "configuration error");
                         }
                         polling.error_backoff_max
@@ -360,7 +361,10 @@ impl AppPoller {
                 };
                 job.failures = job.failures.saturating_add(1);
                 job.next_attempt = now + delay;
-                job.last_error = Some(error.to_string());
+                job.last_error = Some(match &remedy {
+                    Some(fix) => format!("{error}; fix: {fix}"),
+                    None => error.to_string(),
+                });
                 Outcome::Failed(class)
             }
         };

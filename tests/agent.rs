@@ -748,6 +748,14 @@ async fn secrets_and_tokens_never_appear_in_logs_metrics_or_pages() {
         page.contains("40125"),
         "the landing page shows the last error"
     );
+    assert!(
+        page.contains("check apps.news.secret or secret_file"),
+        "and the fix, with the app's own key"
+    );
+    assert!(
+        logs.contains("check apps.news.secret or secret_file"),
+        "{logs}"
+    );
     let mut credentials = app.sim.issued_tokens();
     assert!(!credentials.is_empty());
     credentials.extend(
