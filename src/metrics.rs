@@ -744,7 +744,8 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("wechat_miniprogram_sessions"));
-        assert!(text.contains("wechat_miniprogram_ref_date_timestamp_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",report=\"visit_trend\",period=\"daily\"} 1709999999"[..120].to_string().as_str()));
+        // 2024-03-10 00:00 in Beijing is 2024-03-09 16:00 UTC.
+        assert!(text.contains("wechat_miniprogram_ref_date_timestamp_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",report=\"visit_trend\",period=\"daily\"} 1710000000\n"), "{text}");
     }
 
     #[test]

@@ -701,13 +701,9 @@ impl Model<'_> {
             retention_lags(cohort.kind())
                 .iter()
                 .map(|&key| {
-                    let elapsed = cohort.back(0).end() < last_day && {
-                        let mut later = cohort;
-                        for _ in 0..key {
-                            later = later.next();
-                        }
-                        later.end() <= last_day
-                    };
+                    // Key k counts returns in the period k after the cohort, known once it is published.
+                    let returns_period = (0..key).fold(cohort, |period, _| period.next());
+                    let elapsed = returns_period.end() <= last_day;
                     let value = if key == 0 {
                         size
                     } else if elapsed {
