@@ -15,6 +15,8 @@
 //! - [`metrics`]: pure rendering of snapshots into the text format; every metric name.
 //! - [`store`]: the snapshots, rendered once per change into cached bytes.
 //! - [`server`]: `/metrics`, `/`, `/healthz`, `/readyz` over the store.
+//! - [`backfill`]: the other way out of `metrics`: past periods fetched once each through the
+//!   same client and written as timestamped OpenMetrics for `promtool`.
 //! - [`app`]: wiring for `main` and the tests. [`clock`]: injectable time.
 //!   [`simulation`]: a faithful simulated WeChat API for the demo and the tests.
 //!
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod logging;

@@ -1,17 +1,20 @@
 //! The command line: parse flags, load the config, build the exporter, run until a signal.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{NaiveDate, NaiveTime};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use wechat_miniprogram_exporter::app::{serve, Exporter};
+use wechat_miniprogram_exporter::backfill;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::{parse_listen_address, Config};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
@@ -52,12 +55,46 @@ enum Command {
     Once,
     /// Run against a built-in simulated WeChat API with three demo Mini Programs.
     Demo,
+    /// Fetch past days, weeks and months into an OpenMetrics file for
+    /// `promtool tsdb create-blocks-from openmetrics` (see "Load history" in the README).
+    Backfill {
+        /// First day, Beijing time (YYYY-MM-DD).
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
+        from: NaiveDate,
+        /// Last day [default: the latest completed day].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
+        to: Option<NaiveDate>,
+        /// Where to write the OpenMetrics text [default: standard output].
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only this app (by its name in the configuration); repeat for several.
+        #[arg(long = "app", value_name = "NAME")]
+        apps: Vec<String>,
+        /// Repeat each value at this interval while it is current (1m..1d): 1d suits queries
+        /// over [1d] windows, as bundled; 5m makes history visible to plain selectors.
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = humantime::parse_duration)]
+        step: Duration,
+        /// Beijing time of day at which a period counts as published (when `serve` would have
+        /// started exporting it).
+        #[arg(long = "published-at", value_name = "HH:MM", default_value = "10:00", value_parser = time_of_day)]
+        published_at: NaiveTime,
+    },
     /// Serve only the simulated WeChat API (for trying the exporter or the compose stack).
     Simulate {
         /// Address of the simulated API.
         #[arg(long, default_value = "127.0.0.1:10051", value_parser = listen_address)]
         listen: SocketAddr,
     },
+}
+
+fn date(text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("{text:?} is not a date; write YYYY-MM-DD"))
+}
+
+fn time_of_day(text: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(text, "%H:%M")
+        .map_err(|_| format!("{text:?} is not a time of day; write HH:MM"))
 }
 
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
@@ -199,7 +236,127 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill {
+            from,
+            to,
+            output,
+            apps,
+            step,
+            published_at,
+        } => {
+            let options = backfill::Options {
+                from,
+                to,
+                apps,
+                step,
+                published_at,
+            };
+            run_backfill(&config, &options, output.as_deref()).await
+        }
         Command::Simulate { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `backfill`: plan, fetch with progress on stderr, write, summarise. Exit 1 if a period
+/// failed (everything fetched is still written), 2 on bad flags.
+async fn run_backfill(
+    config: &Config,
+    options: &backfill::Options,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match backfill::plan(config, options, Clock::System.now()) {
+        Ok(plan) => plan,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (first, last) = plan.range();
+    eprintln!(
+        "backfill: {} ({}), {first} to {last}: {} periods to fetch",
+        plan.app_names().join(", "),
+        config.api_base_url,
+        plan.fetches()
+    );
+    let progress = Arc::new(backfill::Progress::new(plan.fetches()));
+    let drawing = tokio::spawn(draw_progress(progress.clone()));
+    let history = backfill::fetch(config, plan, Clock::System, progress.clone()).await;
+    drawing.abort();
+    let _ = drawing.await;
+    let history = history.context("building the HTTP client")?;
+    let terminal = std::io::stderr().is_terminal();
+    eprintln!(
+        "{}{}",
+        if terminal { "\r\x1b[2K" } else { "" },
+        progress.line(0)
+    );
+
+    let written = match output {
+        Some(path) => {
+            // Written aside and renamed, so that a reader never sees half a file.
+            let mut partial = path.as_os_str().to_owned();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let written = history
+                .write_openmetrics(&mut writer)
+                .and_then(|written| writer.flush().map(|()| written))
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+            written
+        }
+        None => {
+            let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = history.write_openmetrics(&mut writer)?;
+            writer.flush()?;
+            written
+        }
+    };
+    let summary = history.summary();
+    eprintln!("backfill: {summary}");
+    eprintln!(
+        "backfill: wrote {} samples of {} series to {}",
+        written.samples,
+        written.series,
+        output.map_or("standard output".into(), |path| path.display().to_string())
+    );
+    if summary.failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("backfill: {} periods failed:", summary.failed.len());
+    const SHOWN: usize = 100;
+    for failure in summary.failed.iter().take(SHOWN) {
+        eprintln!("  {failure}");
+    }
+    if summary.failed.len() > SHOWN {
+        eprintln!("  ... and {} more", summary.failed.len() - SHOWN);
+    }
+    eprintln!("backfill: run again for the failed days; periods already in Prometheus are simply written again");
+    Ok(ExitCode::FAILURE)
+}
+
+/// Draws `progress` on stderr until aborted: a bar redrawn in place on a terminal, otherwise
+/// a plain line every 10% or 30 seconds.
+async fn draw_progress(progress: Arc<backfill::Progress>) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown_tenth = 0;
+    let mut shown_at = std::time::Instant::now();
+    loop {
+        if terminal {
+            eprint!("\r\x1b[2K{}", progress.line(30));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let tenth = 10 * progress.done() / progress.total().max(1);
+        if tenth > shown_tenth || shown_at.elapsed() >= Duration::from_secs(30) {
+            eprintln!("backfill: {}", progress.line(0));
+            shown_tenth = tenth;
+            shown_at = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

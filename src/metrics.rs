@@ -165,7 +165,8 @@ fn escape_label_value(out: &mut String, value: &str) {
     }
 }
 
-fn format_value(value: f64) -> String {
+/// A sample value as the text formats write it.
+pub(crate) fn format_value(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
     } else if value.is_infinite() {
@@ -271,12 +272,19 @@ const PAGE_FAMILIES: [(&str, &str, PageField); 7] = [
 
 /// Writes the exposition of every app's held data, then `self_metrics`, into `out`.
 pub fn render(apps: &[AppData], self_metrics: &SelfMetrics, out: &mut String) {
+    render_data(apps, out);
+    render_health(apps, out);
+    self_metrics.render(apps, out);
+}
+
+/// Writes the families that carry WeChat's data (and the period each report holds), without
+/// the exporter's health: what `backfill` writes for past periods.
+pub fn render_data(apps: &[AppData], out: &mut String) {
     render_trends(apps, out);
     render_retention(apps, out);
     render_distribution(apps, out);
     render_pages(apps, out);
-    render_freshness(apps, out);
-    self_metrics.render(apps, out);
+    render_ref_dates(apps, out);
 }
 
 fn render_trends(apps: &[AppData], out: &mut String) {
@@ -516,7 +524,7 @@ fn render_pages(apps: &[AppData], out: &mut String) {
     }
 }
 
-fn render_freshness(apps: &[AppData], out: &mut String) {
+fn render_ref_dates(apps: &[AppData], out: &mut String) {
     let mut family = Family::begin(out, "wechat_miniprogram_ref_date_timestamp_seconds", "gauge",
         "Start (00:00 Beijing time) of the period whose values are exported, per report and period. time() minus this is the data's age.");
     for app in apps {
@@ -533,7 +541,9 @@ fn render_freshness(apps: &[AppData], out: &mut String) {
         }
     }
     family.end();
+}
 
+fn render_health(apps: &[AppData], out: &mut String) {
     let mut family = Family::begin(
         out,
         "wechat_miniprogram_last_success_timestamp_seconds",

@@ -186,12 +186,10 @@ impl Period {
         }
     }
 
-    /// Every period of `kind` whose days all lie in `from..=to`, oldest first.
-    pub fn all_within(kind: PeriodKind, from: NaiveDate, to: NaiveDate) -> Vec<Period> {
+    /// Every period of `kind` that ends on a day in `from..=to`, oldest first: the periods
+    /// that become complete, and so publishable, within those days.
+    pub fn ending_within(kind: PeriodKind, from: NaiveDate, to: NaiveDate) -> Vec<Period> {
         let mut period = Period::containing(kind, from);
-        if period.start < from {
-            period = period.next();
-        }
         let mut periods = Vec::new();
         while period.end() <= to {
             periods.push(period);
@@ -423,20 +421,27 @@ mod tests {
     }
 
     #[test]
-    fn all_within_keeps_only_whole_periods() {
-        let weeks = Period::all_within(PeriodKind::Weekly, day("2017-03-01"), day("2017-03-26"));
+    fn ending_within_takes_every_period_that_ends_in_the_range() {
+        let weeks = Period::ending_within(PeriodKind::Weekly, day("2017-03-01"), day("2017-03-26"));
         let names: Vec<_> = weeks.iter().map(|w| w.ref_date()).collect();
         assert_eq!(
             names,
             [
+                "20170227-20170305",
                 "20170306-20170312",
                 "20170313-20170319",
                 "20170320-20170326"
             ]
         );
-        let months = Period::all_within(PeriodKind::Monthly, day("2017-01-01"), day("2017-03-30"));
-        assert_eq!(months.len(), 2);
-        let days = Period::all_within(PeriodKind::Daily, day("2017-03-01"), day("2017-03-03"));
+        let months =
+            Period::ending_within(PeriodKind::Monthly, day("2017-01-15"), day("2017-03-30"));
+        let names: Vec<_> = months.iter().map(|m| m.ref_date()).collect();
+        assert_eq!(names, ["201701", "201702"]);
+        let days = Period::ending_within(PeriodKind::Daily, day("2017-03-01"), day("2017-03-03"));
         assert_eq!(days.len(), 3);
+        assert!(
+            Period::ending_within(PeriodKind::Daily, day("2017-03-03"), day("2017-03-01"))
+                .is_empty()
+        );
     }
 }

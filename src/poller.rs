@@ -500,7 +500,7 @@ pub fn retention_view(
 }
 
 /// The `n` pages with the most visits, most first.
-fn top_pages(mut pages: Vec<Page>, n: usize) -> Vec<Page> {
+pub fn top_pages(mut pages: Vec<Page>, n: usize) -> Vec<Page> {
     pages.sort_by(|a, b| {
         let visits = |page: &Page| page.visit_pv.unwrap_or(f64::NEG_INFINITY);
         visits(b)

@@ -1,0 +1,474 @@
+//! `backfill` as users run it: the binary against the simulated API, the file through the
+//! real `promtool tsdb create-blocks-from openmetrics`, and a real Prometheus on the blocks.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
+
+use common::prometheus::{promtool, temp_dir, Prometheus};
+use common::{beijing, two_apps};
+use wechat_miniprogram_exporter::clock::Clock;
+use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
+use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wechat-miniprogram-exporter");
+
+/// The simulated API on the real clock, as `backfill` runs on it.
+async fn simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
+    let sim = Simulation::new(apps, Clock::System);
+    let address = sim
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    (sim, address)
+}
+
+/// A configuration for the simulated apps, with quick backoff and one call at a time.
+fn config(dir: &Path, apps: &[SimApp], api: SocketAddr) -> String {
+    let extra = "[polling]\nerror_backoff_initial = \"10ms\"\nerror_backoff_max = \"50ms\"\nconcurrency = 1\n";
+    let path = dir.join("config.toml");
+    std::fs::write(&path, common::config_toml(apps, api, extra)).unwrap();
+    path.display().to_string()
+}
+
+/// Runs the binary off the runtime, so that the simulation keeps answering.
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(BINARY).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|arg| arg.to_string()).collect()
+}
+
+fn daily(date: NaiveDate) -> Period {
+    Period::containing(PeriodKind::Daily, date)
+}
+
+/// When `serve` would have started exporting `period`: 10:00 Beijing the day after it ends.
+fn published(period: Period) -> DateTime<Utc> {
+    let day = period.end() + Days::new(1);
+    beijing(&format!("{day} 10:00"))
+}
+
+fn visit_uv(app: &SimApp, period: Period) -> f64 {
+    Model { app }.trend_json(period)["visit_uv"]
+        .as_f64()
+        .unwrap()
+}
+
+/// Samples of the file as (series, value, timestamp).
+fn samples(text: &str) -> Vec<(String, f64, i64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let mut parts = line.rsplitn(3, ' ');
+            let at = parts.next().unwrap().parse().unwrap();
+            let value = parts.next().unwrap().parse().unwrap();
+            (parts.next().unwrap().to_string(), value, at)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
+    let dir = temp_dir("backfill-40");
+    let apps = two_apps();
+    let (sim, api) = simulation(apps.clone()).await;
+    let config = config(&dir, &apps, api);
+    // Three days back, so the run is the same at any hour (the last 3 hours are left out).
+    let to = beijing_date(Utc::now()) - Days::new(3);
+    let from = to - Days::new(39);
+    let file = dir.join("history.om");
+    let output = run(args(&[
+        "--config",
+        &config,
+        "backfill",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--output",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("0 skipped"), "{stderr}");
+    assert!(stderr.contains("0 failed"), "{stderr}");
+    assert!(!stderr.contains("secret-shop"), "{stderr}");
+
+    // Each (app, report, period) was asked for once.
+    let mut asked = BTreeMap::new();
+    for call in sim
+        .calls()
+        .into_iter()
+        .filter(|call| call.begin_date.is_some())
+    {
+        assert_eq!(call.errcode, 0, "{call:?}");
+        *asked
+            .entry((call.appid, call.endpoint, call.begin_date))
+            .or_insert(0) += 1;
+    }
+    assert!(asked.values().all(|&n| n == 1), "{asked:?}");
+    let datacube_calls = asked.len();
+    assert!(
+        stderr.contains(&format!(
+            "{} API calls ({datacube_calls} datacube, 2 token)",
+            datacube_calls + 2
+        )),
+        "{stderr}"
+    );
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with("# EOF\n"));
+    assert!(
+        !text.contains("wechat_miniprogram_up") && !text.contains("api_requests"),
+        "health families are not history"
+    );
+    let blocks = dir.join("data");
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        file.to_str().unwrap(),
+        blocks.to_str().unwrap(),
+    ]);
+    let prometheus = Prometheus::start(&blocks, "global: {}\n").await;
+
+    let (shop, news) = (&apps[0], &apps[1]);
+    for date in [
+        from + Days::new(3),
+        from + Days::new(20),
+        to - Days::new(1),
+        to,
+    ] {
+        let day = daily(date);
+        // Right after publication, the plain selector sees exactly that day's figure.
+        for app in [shop, news] {
+            let expr = format!(
+                "wechat_miniprogram_visit_uv{{period=\"daily\",app=\"{}\"}}",
+                app.name
+            );
+            let at = published(day) + chrono::Duration::minutes(1);
+            assert_eq!(
+                prometheus.value(&expr, at).await,
+                Some(visit_uv(app, day)),
+                "{expr} {date}"
+            );
+        }
+    }
+
+    // At 15:00 on a past day, the bundled form shows the previous day's figures, as a live
+    // scrape did; the plain selector has nothing, the sample being five hours old.
+    let afternoon = from + Days::new(10);
+    let at = beijing(&format!("{afternoon} 15:00"));
+    let bundled = "last_over_time(wechat_miniprogram_visit_uv{period=\"daily\",app=\"shop\"}[1d])";
+    assert_eq!(
+        prometheus.value(bundled, at).await,
+        Some(visit_uv(shop, daily(afternoon - Days::new(1))))
+    );
+    assert_eq!(
+        prometheus
+            .value(
+                "wechat_miniprogram_visit_uv{period=\"daily\",app=\"shop\"}",
+                at
+            )
+            .await,
+        None
+    );
+    // And at 09:00, before that day's publication, still the day before that.
+    let morning = beijing(&format!("{afternoon} 09:00"));
+    assert_eq!(
+        prometheus.value(bundled, morning).await,
+        Some(visit_uv(shop, daily(afternoon - Days::new(2))))
+    );
+
+    // Weekly and monthly: from their publication, and all week long in the bundled form.
+    let week = Period::ending_within(PeriodKind::Weekly, from, to)[1];
+    let weekly = "wechat_miniprogram_visit_uv{period=\"weekly\",app=\"news\"}";
+    assert_eq!(
+        prometheus
+            .value(weekly, published(week) + chrono::Duration::minutes(1))
+            .await,
+        Some(visit_uv(news, week))
+    );
+    let saturday = week.next().start() + Days::new(5);
+    assert_eq!(saturday.weekday(), Weekday::Sat);
+    assert_eq!(
+        prometheus
+            .value(
+                &format!("last_over_time({weekly}[1d])"),
+                beijing(&format!("{saturday} 15:00"))
+            )
+            .await,
+        Some(visit_uv(news, week))
+    );
+    let month = Period::ending_within(PeriodKind::Monthly, from, to)[0];
+    assert_eq!(
+        prometheus
+            .value(
+                "wechat_miniprogram_visit_uv{period=\"monthly\",app=\"shop\"}",
+                published(month) + chrono::Duration::minutes(1)
+            )
+            .await,
+        Some(visit_uv(shop, month))
+    );
+
+    // Retention follows the agent's lag rule: on a day, lag 7 is the cohort 7 days before.
+    let day = daily(to - Days::new(2));
+    let at = published(day) + chrono::Duration::minutes(1);
+    let cohort = day.back(7);
+    let expected = Model { app: shop }.retention_json(cohort, to)["visit_uv"][7]["value"]
+        .as_f64()
+        .unwrap();
+    let labels = "period=\"daily\",app=\"shop\",lag=\"7\"";
+    assert_eq!(
+        prometheus
+            .value(
+                &format!("wechat_miniprogram_retention_uv{{{labels},cohort=\"active\"}}"),
+                at
+            )
+            .await,
+        Some(expected)
+    );
+    assert_eq!(
+        prometheus
+            .value(
+                &format!("wechat_miniprogram_retention_cohort_timestamp_seconds{{{labels}}}"),
+                at
+            )
+            .await,
+        Some(cohort.start_instant().timestamp() as f64)
+    );
+    // The freshness signal reads as live: 23 hours after publication the day is 57 hours old.
+    let age = prometheus
+        .value(
+            "time() - last_over_time(wechat_miniprogram_ref_date_timestamp_seconds{app=\"shop\",report=\"visit_trend\",period=\"daily\"}[1d])",
+            published(day) + chrono::Duration::hours(23),
+        )
+        .await
+        .unwrap();
+    assert_eq!(age, (34 + 23) as f64 * 3600.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_minute_step_makes_history_visible_to_plain_selectors() {
+    let dir = temp_dir("backfill-step");
+    let apps = two_apps();
+    let (_sim, api) = simulation(apps.clone()).await;
+    let config = config(&dir, &apps, api);
+    let to = beijing_date(Utc::now()) - Days::new(3);
+    let from = to - Days::new(2);
+    let file = dir.join("history.om");
+    let output = run(args(&[
+        "--config",
+        &config,
+        "backfill",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--app",
+        "shop",
+        "--step",
+        "5m",
+        "--output",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("app=\"news\""), "only the app asked for");
+    let blocks = dir.join("data");
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        file.to_str().unwrap(),
+        blocks.to_str().unwrap(),
+    ]);
+    let prometheus = Prometheus::start(&blocks, "global: {}\n").await;
+    let plain = "wechat_miniprogram_visit_uv{period=\"daily\",app=\"shop\"}";
+    let afternoon = from + Days::new(2);
+    assert_eq!(
+        prometheus
+            .value(plain, beijing(&format!("{afternoon} 15:03")))
+            .await,
+        Some(visit_uv(&apps[0], daily(afternoon - Days::new(1))))
+    );
+    assert_eq!(
+        prometheus
+            .value(plain, beijing(&format!("{afternoon} 09:58")))
+            .await,
+        Some(visit_uv(&apps[0], daily(afternoon - Days::new(2))))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_periods_are_named_and_everything_else_is_written() {
+    let dir = temp_dir("backfill-faults");
+    let apps = two_apps();
+    let (shop, news) = (&apps[0], &apps[1]);
+    let (sim, api) = simulation(apps.clone()).await;
+    // One call at a time, oldest first: the first day's calls meet the faults, five times
+    // each (every attempt), and nothing else does.
+    sim.inject(
+        &shop.appid,
+        Some("getweanalysisappiddailyvisittrend"),
+        Fault::Errcode(-1),
+        5,
+    );
+    sim.inject(
+        &news.appid,
+        Some("getweanalysisappidvisitpage"),
+        Fault::Status(502),
+        5,
+    );
+    let config = config(&dir, &apps, api);
+    let to = beijing_date(Utc::now()) - Days::new(3);
+    let from = to - Days::new(9);
+    let file = dir.join("history.om");
+    let output = run(args(&[
+        "--config",
+        &config,
+        "backfill",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--output",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "shop visit_trend day {from} (ref_date {}): WeChat errcode -1",
+            daily(from).ref_date()
+        )) && stderr.contains("(after 5 attempts)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("news visit_page day {from}"))
+            && stderr.contains("HTTP status 502"),
+        "{stderr}"
+    );
+
+    // Every period that succeeded is in the file, at its publication; the failed ones are not.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let samples = samples(&text);
+    let times = |series: &str| -> BTreeSet<i64> {
+        samples
+            .iter()
+            .filter(|(key, _, _)| key == series)
+            .map(|(_, _, at)| *at)
+            .collect()
+    };
+    let days: Vec<Period> = Period::ending_within(PeriodKind::Daily, from, to);
+    let published_at = |days: &[Period]| -> BTreeSet<i64> {
+        days.iter().map(|day| published(*day).timestamp()).collect()
+    };
+    assert_eq!(
+        times("wechat_miniprogram_visit_uv{appid=\"wx1111111111111111\",app=\"shop\",period=\"daily\"}"),
+        published_at(&days[1..])
+    );
+    assert_eq!(
+        times("wechat_miniprogram_visit_uv{appid=\"wx2222222222222222\",app=\"news\",period=\"daily\"}"),
+        published_at(&days)
+    );
+    let news_pages: BTreeSet<i64> = samples
+        .iter()
+        .filter(|(key, _, _)| {
+            key.starts_with("wechat_miniprogram_page_visit_pv{appid=\"wx2222222222222222\"")
+        })
+        .map(|(_, _, at)| *at)
+        .collect();
+    assert_eq!(news_pages, published_at(&days[1..]));
+    // The shop's first day still has its other reports.
+    let first = published(days[0]).timestamp();
+    assert!(times("wechat_miniprogram_ref_date_timestamp_seconds{appid=\"wx1111111111111111\",app=\"shop\",report=\"visit_distribution\",period=\"daily\"}").contains(&first));
+    for (key, _, at) in &samples {
+        assert!(
+            !(key.contains("app=\"shop\"")
+                && key.contains("report=\"visit_trend\"")
+                && key.contains("period=\"daily\"")
+                && *at == first),
+            "the failed trend has no sample: {key}"
+        );
+    }
+    let blocks = dir.join("data");
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        file.to_str().unwrap(),
+        blocks.to_str().unwrap(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_without_data_are_skipped_never_zero_and_bad_flags_exit_2() {
+    let dir = temp_dir("backfill-young");
+    let mut apps = two_apps();
+    let to = beijing_date(Utc::now()) - Days::new(3);
+    // The shop opened five days before the end of the range.
+    apps[0].since = to - Days::new(4);
+    let (_sim, api) = simulation(apps.clone()).await;
+    let config = config(&dir, &apps, api);
+    let from = to - Days::new(9);
+    let file = dir.join("history.om");
+    let output = run(args(&[
+        "--config",
+        &config,
+        "backfill",
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--app",
+        "shop",
+        "--output",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(" 0 skipped"), "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let daily_uv: Vec<(String, f64, i64)> = samples(&text)
+        .into_iter()
+        .filter(|(key, _, _)| {
+            key.starts_with("wechat_miniprogram_visit_uv{") && key.contains("daily")
+        })
+        .collect();
+    assert_eq!(daily_uv.len(), 5, "{daily_uv:?}");
+    assert!(daily_uv.iter().all(|(_, value, _)| *value > 0.0));
+
+    for (flags, expected) in [
+        (vec!["--from", "2099-01-01"], "--to"),
+        (vec!["--from", "yesterday"], "not a date"),
+        (vec!["--from", "2024-01-01", "--app", "mall"], "--app mall"),
+        (vec!["--from", "2024-01-01", "--step", "1s"], "--step 1s"),
+    ] {
+        let mut list = vec!["--config", config.as_str(), "backfill"];
+        list.extend(flags);
+        let output = run(args(&list)).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{list:?}: {stderr}");
+        assert!(stderr.contains(expected), "{list:?}: {stderr}");
+    }
+}

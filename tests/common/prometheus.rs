@@ -1,0 +1,134 @@
+//! The real Prometheus tools: `promtool`, and a `prometheus` server on a free port over a
+//! data directory, queried over its HTTP API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wmpe-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `promtool` with `args`; panics with its output unless it succeeds.
+pub fn promtool(args: &[&str]) -> String {
+    let output = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool is installed by scripts/install-tools");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// One series of a query result.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A Prometheus server, stopped when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (YAML) over the TSDB in `data`, keeping every block
+    /// however old, and waits until it is ready.
+    pub async fn start(data: &Path, config: &str) -> Prometheus {
+        let config_path = data.with_extension("yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=10y")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("prometheus is installed by scripts/install-tools");
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let started = Instant::now();
+        loop {
+            let ready = prometheus
+                .http
+                .get(format!("{}/-/ready", prometheus.url))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if ready {
+                return prometheus;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "prometheus did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The result of the instant query `expr` at `at`; panics if Prometheus refuses it.
+    pub async fn query(&self, expr: &str, at: DateTime<Utc>) -> Vec<Sample> {
+        let body: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr), ("time", &at.timestamp().to_string())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+        let result = &body["data"]["result"];
+        let items = match body["data"]["resultType"].as_str() {
+            Some("vector") => result.as_array().unwrap().clone(),
+            Some("scalar") => vec![serde_json::json!({"metric": {}, "value": result})],
+            other => panic!("{expr}: unexpected result type {other:?}"),
+        };
+        items
+            .iter()
+            .map(|item| Sample {
+                labels: serde_json::from_value(item["metric"].clone()).unwrap(),
+                value: item["value"][1].as_str().unwrap().parse().unwrap(),
+            })
+            .collect()
+    }
+
+    /// The single value of `expr` at `at`, `None` if the result is empty.
+    pub async fn value(&self, expr: &str, at: DateTime<Utc>) -> Option<f64> {
+        let samples = self.query(expr, at).await;
+        assert!(samples.len() <= 1, "{expr} at {at}: {samples:?}");
+        samples.first().map(|sample| sample.value)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
