@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
@@ -48,6 +48,35 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|arg| arg.to_string()).collect()
 }
 
+/// `backfill --from --to --output FILE` with `extra` flags, writing `history.om` in `dir`.
+async fn backfill(
+    config: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    dir: &Path,
+    extra: &[&str],
+) -> (Output, PathBuf) {
+    let file = dir.join("history.om");
+    let (from, to) = (from.to_string(), to.to_string());
+    let mut list = vec!["--config", config, "backfill", "--from", &from, "--to", &to];
+    list.extend(extra);
+    list.extend(["--output", file.to_str().unwrap()]);
+    (run(args(&list)).await, file)
+}
+
+/// Blocks made from `file` by `promtool tsdb create-blocks-from openmetrics`, in `dir/data`.
+fn create_blocks(file: &Path, dir: &Path) -> PathBuf {
+    let blocks = dir.join("data");
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        file.to_str().unwrap(),
+        blocks.to_str().unwrap(),
+    ]);
+    blocks
+}
+
 fn daily(date: NaiveDate) -> Period {
     Period::containing(PeriodKind::Daily, date)
 }
@@ -86,19 +115,7 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
     // Three days back, so the run is the same at any hour (the last 3 hours are left out).
     let to = beijing_date(Utc::now()) - Days::new(3);
     let from = to - Days::new(39);
-    let file = dir.join("history.om");
-    let output = run(args(&[
-        "--config",
-        &config,
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-        "--output",
-        file.to_str().unwrap(),
-    ]))
-    .await;
+    let (output, file) = backfill(&config, from, to, &dir, &[]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("0 skipped"), "{stderr}");
@@ -133,14 +150,7 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
         !text.contains("wechat_miniprogram_up") && !text.contains("api_requests"),
         "health families are not history"
     );
-    let blocks = dir.join("data");
-    promtool(&[
-        "tsdb",
-        "create-blocks-from",
-        "openmetrics",
-        file.to_str().unwrap(),
-        blocks.to_str().unwrap(),
-    ]);
+    let blocks = create_blocks(&file, &dir);
     let prometheus = Prometheus::start(&blocks, "global: {}\n").await;
 
     let (shop, news) = (&apps[0], &apps[1]);
@@ -267,23 +277,8 @@ async fn a_five_minute_step_makes_history_visible_to_plain_selectors() {
     let config = config(&dir, &apps, api);
     let to = beijing_date(Utc::now()) - Days::new(3);
     let from = to - Days::new(2);
-    let file = dir.join("history.om");
-    let output = run(args(&[
-        "--config",
-        &config,
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-        "--app",
-        "shop",
-        "--step",
-        "5m",
-        "--output",
-        file.to_str().unwrap(),
-    ]))
-    .await;
+    let (output, file) =
+        backfill(&config, from, to, &dir, &["--app", "shop", "--step", "5m"]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -291,14 +286,7 @@ async fn a_five_minute_step_makes_history_visible_to_plain_selectors() {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("app=\"news\""), "only the app asked for");
-    let blocks = dir.join("data");
-    promtool(&[
-        "tsdb",
-        "create-blocks-from",
-        "openmetrics",
-        file.to_str().unwrap(),
-        blocks.to_str().unwrap(),
-    ]);
+    let blocks = create_blocks(&file, &dir);
     let prometheus = Prometheus::start(&blocks, "global: {}\n").await;
     let plain = "wechat_miniprogram_visit_uv{period=\"daily\",app=\"shop\"}";
     let afternoon = from + Days::new(2);
@@ -339,19 +327,7 @@ async fn failed_periods_are_named_and_everything_else_is_written() {
     let config = config(&dir, &apps, api);
     let to = beijing_date(Utc::now()) - Days::new(3);
     let from = to - Days::new(9);
-    let file = dir.join("history.om");
-    let output = run(args(&[
-        "--config",
-        &config,
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-        "--output",
-        file.to_str().unwrap(),
-    ]))
-    .await;
+    let (output, file) = backfill(&config, from, to, &dir, &[]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2 failed"), "{stderr}");
@@ -410,14 +386,7 @@ async fn failed_periods_are_named_and_everything_else_is_written() {
             "the failed trend has no sample: {key}"
         );
     }
-    let blocks = dir.join("data");
-    promtool(&[
-        "tsdb",
-        "create-blocks-from",
-        "openmetrics",
-        file.to_str().unwrap(),
-        blocks.to_str().unwrap(),
-    ]);
+    create_blocks(&file, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,21 +399,7 @@ async fn days_without_data_are_skipped_never_zero_and_bad_flags_exit_2() {
     let (_sim, api) = simulation(apps.clone()).await;
     let config = config(&dir, &apps, api);
     let from = to - Days::new(9);
-    let file = dir.join("history.om");
-    let output = run(args(&[
-        "--config",
-        &config,
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-        "--app",
-        "shop",
-        "--output",
-        file.to_str().unwrap(),
-    ]))
-    .await;
+    let (output, file) = backfill(&config, from, to, &dir, &["--app", "shop"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains(" 0 skipped"), "{stderr}");
