@@ -1,0 +1,40 @@
+//! The bundled alert rules, checked and unit-tested by the real `promtool`: every alert firing
+//! and not firing, in `deploy/prometheus/alerts.test.yml`.
+
+mod common;
+
+use common::prometheus::promtool;
+
+#[test]
+fn the_alert_rules_are_valid() {
+    let output = promtool(&["check", "rules", "deploy/prometheus/alerts.yml"]);
+    assert!(output.contains("SUCCESS: 6 rules found"), "{output}");
+}
+
+#[test]
+fn every_alert_fires_when_it_should_and_only_then() {
+    let output = promtool(&["test", "rules", "deploy/prometheus/alerts.test.yml"]);
+    assert!(output.contains("SUCCESS"), "{output}");
+}
+
+#[test]
+fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
+    let rules = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(alerts.len(), 6);
+    for (alert, text) in alerts.iter().zip(rules.split("- alert: ").skip(1)) {
+        for key in ["severity: ", "summary: ", "description: ", "runbook_url: "] {
+            assert!(text.contains(key), "{alert} has no {key}");
+        }
+        let anchor = format!("README.md#{}", alert.to_lowercase());
+        assert!(text.contains(&anchor), "{alert} points at {anchor}");
+        assert!(
+            readme.contains(&format!("### {alert}\n")),
+            "the README has no section {alert}"
+        );
+    }
+}
