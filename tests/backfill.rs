@@ -6,17 +6,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 
-use common::prometheus::{promtool, temp_dir, Prometheus};
+use common::prometheus::{create_blocks, run_binary as run, temp_dir, Prometheus};
 use common::{beijing, two_apps};
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_wechat-miniprogram-exporter");
 
 /// The simulated API on the real clock, as `backfill` runs on it.
 async fn simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
@@ -37,13 +35,6 @@ fn config(dir: &Path, apps: &[SimApp], api: SocketAddr) -> String {
     path.display().to_string()
 }
 
-/// Runs the binary off the runtime, so that the simulation keeps answering.
-async fn run(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || Command::new(BINARY).args(&args).output().unwrap())
-        .await
-        .unwrap()
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|arg| arg.to_string()).collect()
 }
@@ -62,19 +53,6 @@ async fn backfill(
     list.extend(extra);
     list.extend(["--output", file.to_str().unwrap()]);
     (run(args(&list)).await, file)
-}
-
-/// Blocks made from `file` by `promtool tsdb create-blocks-from openmetrics`, in `dir/data`.
-fn create_blocks(file: &Path, dir: &Path) -> PathBuf {
-    let blocks = dir.join("data");
-    promtool(&[
-        "tsdb",
-        "create-blocks-from",
-        "openmetrics",
-        file.to_str().unwrap(),
-        blocks.to_str().unwrap(),
-    ]);
-    blocks
 }
 
 fn daily(date: NaiveDate) -> Period {

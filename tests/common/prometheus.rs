@@ -31,6 +31,33 @@ pub fn promtool(args: &[&str]) -> String {
     text
 }
 
+/// Blocks made from the OpenMetrics `file` by `promtool tsdb create-blocks-from openmetrics`,
+/// in `dir/data`.
+pub fn create_blocks(file: &Path, dir: &Path) -> PathBuf {
+    let blocks = dir.join("data");
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        file.to_str().unwrap(),
+        blocks.to_str().unwrap(),
+    ]);
+    blocks
+}
+
+/// Runs the exporter's binary with `args` off the runtime, so that a simulation in the test
+/// keeps answering.
+pub async fn run_binary(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// One series of a query result.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -92,16 +119,12 @@ impl Prometheus {
 
     /// The result of the instant query `expr` at `at`; panics if Prometheus refuses it.
     pub async fn query(&self, expr: &str, at: DateTime<Utc>) -> Vec<Sample> {
-        let body: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr), ("time", &at.timestamp().to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = self
+            .get(
+                "/api/v1/query",
+                &[("query", expr), ("time", &at.timestamp().to_string())],
+            )
+            .await;
         assert_eq!(body["status"], "success", "{expr}: {body}");
         let result = &body["data"]["result"];
         let items = match body["data"]["resultType"].as_str() {
@@ -116,6 +139,64 @@ impl Prometheus {
                 value: item["value"][1].as_str().unwrap().parse().unwrap(),
             })
             .collect()
+    }
+
+    /// The series of the range query `expr` from `start` to `end` every `step` seconds, each
+    /// with its (timestamp, value) points; panics if Prometheus refuses it.
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: i64,
+    ) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+        let body = self
+            .get(
+                "/api/v1/query_range",
+                &[
+                    ("query", expr),
+                    ("start", &start.timestamp().to_string()),
+                    ("end", &end.timestamp().to_string()),
+                    ("step", &step.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let points = item["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|point| {
+                        (
+                            point[0].as_f64().unwrap() as i64,
+                            point[1].as_str().unwrap().parse().unwrap(),
+                        )
+                    })
+                    .collect();
+                (
+                    serde_json::from_value(item["metric"].clone()).unwrap(),
+                    points,
+                )
+            })
+            .collect()
+    }
+
+    /// A GET of the HTTP API, as JSON.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .query(query)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The single value of `expr` at `at`, `None` if the result is empty.
