@@ -30,6 +30,7 @@ impl Exporter {
     /// Builds the client, store and pollers of `config`.
     pub fn build(config: &Config, clock: Clock) -> anyhow::Result<Exporter> {
         let self_metrics = Arc::new(SelfMetrics::new());
+        self_metrics.describe_instance(config.shard, config.apps.len());
         let client = Arc::new(
             Client::new(
                 &config.api_base_url,

@@ -31,8 +31,53 @@ pub struct Config {
     pub polling: Polling,
     /// What is exported of the reports.
     pub reports: Reports,
-    /// The Mini Programs, ordered by name.
+    /// The Mini Programs, ordered by name: those of this instance's shard only.
     pub apps: Vec<App>,
+    /// Which share of the apps this instance polls (set from the command line).
+    pub shard: Shard,
+}
+
+/// One of `total` exporters that split the apps between them, each polling the apps whose
+/// appid hashes to its `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This instance's shard, `0..total`.
+    pub index: u32,
+    /// How many shards there are.
+    pub total: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 0, total: 1 }
+    }
+}
+
+impl Shard {
+    /// A shard, checked: `index` must be below `total`.
+    pub fn new(index: u32, total: u32) -> Result<Shard, String> {
+        if total == 0 {
+            return Err("--total-shards must be at least 1".into());
+        }
+        if index >= total {
+            return Err(format!(
+                "--shard {index} is not below --total-shards {total}; shards are numbered 0 to {}",
+                total - 1
+            ));
+        }
+        Ok(Shard { index, total })
+    }
+
+    /// Whether this shard polls the app with `appid`: FNV-1a of the appid, modulo `total`.
+    /// Stable across versions, hosts and restarts, and independent of the other apps.
+    pub fn owns(self, appid: &str) -> bool {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in appid.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash % u64::from(self.total) == u64::from(self.index)
+    }
 }
 
 /// The `[polling]` table.
@@ -203,6 +248,12 @@ impl Default for RawConfig {
 }
 
 impl Config {
+    /// Keeps only the apps of `shard`.
+    pub fn keep_shard(&mut self, shard: Shard) {
+        self.apps.retain(|app| shard.owns(&app.appid));
+        self.shard = shard;
+    }
+
     /// Reads the file (if any) and the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
@@ -371,6 +422,7 @@ impl RawConfig {
                 polling,
                 reports: Reports { pages_top },
                 apps,
+                shard: Shard::default(),
             })
         } else {
             Err(ConfigError {
@@ -669,5 +721,28 @@ mod tests {
             Some("[::1]:80".parse().unwrap())
         );
         assert_eq!(parse_listen_address("nowhere"), None);
+    }
+
+    #[test]
+    fn shards_split_the_apps_stably_and_completely() {
+        let appids: Vec<String> = (0..300).map(|n| format!("wx{n:016x}")).collect();
+        let shards: Vec<Shard> = (0..3).map(|n| Shard::new(n, 3).unwrap()).collect();
+        let mut sizes = [0; 3];
+        for appid in &appids {
+            let owners: Vec<u32> = shards
+                .iter()
+                .filter(|shard| shard.owns(appid))
+                .map(|shard| shard.index)
+                .collect();
+            assert_eq!(owners.len(), 1, "{appid}: {owners:?}");
+            sizes[owners[0] as usize] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (70..=130).contains(&n)), "{sizes:?}");
+        // The assignment is a contract (FNV-1a 64 of the appid, modulo the shards): it must
+        // not change between versions.
+        assert!(Shard::new(2, 3).unwrap().owns("wx5a1e0c2b7d9f3e41"));
+        assert!(Shard::default().owns("anything"));
+        assert!(Shard::new(3, 3).unwrap_err().contains("0 to 2"));
+        assert!(Shard::new(0, 0).is_err());
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use wechat_miniprogram_exporter::app::{serve, Exporter};
 use wechat_miniprogram_exporter::backfill;
 use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::config::{parse_listen_address, Config};
+use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Shard};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::simulation::{demo_apps, Simulation};
 
@@ -41,6 +41,17 @@ struct Cli {
         default_value = "logfmt"
     )]
     log_format: LogFormat,
+    /// Poll only the apps whose appid hashes to this shard (0-based); with --total-shards.
+    #[arg(long, global = true, value_name = "N", requires = "total_shards")]
+    shard: Option<u32>,
+    /// How many exporters split the apps between them; with --shard.
+    #[arg(
+        long = "total-shards",
+        global = true,
+        value_name = "M",
+        requires = "shard"
+    )]
+    total_shards: Option<u32>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -126,6 +137,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve);
+    let shard = match (cli.shard, cli.total_shards) {
+        (Some(index), Some(total)) => match Shard::new(index, total) {
+            Ok(shard) => Some(shard),
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
     if let Command::Simulate { listen } = command {
         let simulation = Simulation::new(demo_apps(), Clock::System);
         let listener = TcpListener::bind(listen)
@@ -172,6 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         config
     };
+    let mut config = config;
+    if let Some(shard) = shard {
+        config.keep_shard(shard);
+    }
 
     match command {
         Command::CheckConfig => {
@@ -180,6 +205,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.apps.len(),
                 config.listen_address
             );
+            if config.shard.total > 1 {
+                println!(
+                    "  shard {} of {}: the apps below are this shard's",
+                    config.shard.index, config.shard.total
+                );
+            }
             for app in &config.apps {
                 println!(
                     "  {} ({}), token from {}",

@@ -14,9 +14,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
-use crate::config::App;
+use crate::config::{App, Shard};
 use crate::period::PeriodKind;
 use crate::poller::{Held, Snapshot};
 use crate::wechat::client::Observer;
@@ -592,6 +594,8 @@ pub struct SelfMetrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     token_fetches: IntCounterVec,
+    shard: IntGaugeVec,
+    apps: IntGauge,
     changes: AtomicU64,
 }
 
@@ -635,11 +639,26 @@ impl SelfMetrics {
             &["appid", "app", "outcome"],
         )
         .expect("valid metric");
+        let shard = IntGaugeVec::new(
+            Opts::new(
+                "wechat_miniprogram_exporter_shard_info",
+                "The shard this exporter is (--shard of --total-shards); always 1.",
+            ),
+            &["shard", "total_shards"],
+        )
+        .expect("valid metric");
+        let apps = IntGauge::new(
+            "wechat_miniprogram_exporter_apps",
+            "Mini Programs this exporter polls (those of its shard).",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(token_fetches.clone()),
+            Box::new(shard.clone()),
+            Box::new(apps.clone()),
         ] {
             registry.register(collector).expect("names are unique");
         }
@@ -649,8 +668,20 @@ impl SelfMetrics {
             errors,
             duration,
             token_fetches,
+            shard,
+            apps,
             changes: AtomicU64::new(0),
         }
+    }
+
+    /// Records which shard this exporter is and how many apps it polls.
+    pub fn describe_instance(&self, shard: Shard, apps: usize) {
+        self.shard.reset();
+        self.shard
+            .with_label_values(&[&shard.index.to_string(), &shard.total.to_string()])
+            .set(1);
+        self.apps.set(i64::try_from(apps).unwrap_or(i64::MAX));
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Counts up whenever a counter moves: the store renders again when it differs.

@@ -9,13 +9,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, Utc};
 use serde_json::Value;
 
-use common::prometheus::{create_blocks, run_binary, temp_dir, Prometheus};
+use common::prometheus::{create_blocks, run_binary, temp_dir, ExporterProcess, Prometheus};
 use common::{beijing, two_apps};
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::period::beijing_date;
@@ -173,49 +173,6 @@ fn dashboards_follow_the_conventions() {
     }
 }
 
-/// The exporter's binary serving `config` on a free port, stopped when dropped.
-struct Exporter {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Exporter {
-    async fn start(config: &Path) -> Exporter {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"))
-            .arg("--config")
-            .arg(config)
-            .arg(format!("--web.listen-address={address}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let exporter = Exporter { child, address };
-        let started = Instant::now();
-        loop {
-            let ready = reqwest::get(format!("http://{address}/readyz"))
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if ready {
-                return exporter;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "not ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_reduced_day_only() {
     let dir = temp_dir("dashboards");
@@ -272,7 +229,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         1,
     );
     sim.inject(&apps[1].appid, Some("stable_token"), Fault::Status(500), 1);
-    let exporter = Exporter::start(&config).await;
+    let exporter = ExporterProcess::start(&config, &[]).await;
     let rules = std::fs::canonicalize("deploy/prometheus/alerts.yml").unwrap();
     let prometheus = Prometheus::start(
         &blocks,
@@ -427,7 +384,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|line| line.split(' ').next())
         .collect();
-    assert_eq!(families.len(), 29, "{families:?}");
+    assert_eq!(families.len(), 31, "{families:?}");
     let missing: Vec<&&str> = families
         .iter()
         .filter(|family| !all_queries.contains(**family))

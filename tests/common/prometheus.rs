@@ -213,3 +213,61 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// The exporter's binary serving `config` on a free port (with `args` before any subcommand),
+/// ready; stopped when dropped.
+pub struct ExporterProcess {
+    child: Child,
+    pub address: std::net::SocketAddr,
+}
+
+impl ExporterProcess {
+    pub async fn start(config: &Path, args: &[&str]) -> ExporterProcess {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"))
+            .arg("--config")
+            .arg(config)
+            .arg(format!("--web.listen-address={address}"))
+            .arg("--log.level=warn")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let exporter = ExporterProcess { child, address };
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("http://{address}/readyz"))
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if ready {
+                return exporter;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the exporter ({args:?}) was not ready within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A scrape of `/metrics`.
+    pub async fn scrape(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
