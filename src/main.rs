@@ -18,7 +18,7 @@ use wechat_miniprogram_exporter::backfill;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Shard};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
-use wechat_miniprogram_exporter::simulation::{demo_apps, Simulation};
+use wechat_miniprogram_exporter::simulation::{config_for, demo_apps, generated_apps, Simulation};
 
 /// Exports WeChat Mini Program analytics (datacube) as Prometheus metrics.
 #[derive(Parser, Debug)]
@@ -95,6 +95,12 @@ enum Command {
         /// Address of the simulated API.
         #[arg(long, default_value = "127.0.0.1:10051", value_parser = listen_address)]
         listen: SocketAddr,
+        /// Simulate this many more apps (app0000, app0001...), to try the exporter at scale.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        apps: usize,
+        /// Write the exporter's configuration for every simulated app to FILE.
+        #[arg(long = "config-out", value_name = "FILE")]
+        config_out: Option<PathBuf>,
     },
 }
 
@@ -147,21 +153,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         _ => None,
     };
-    if let Command::Simulate { listen } = command {
-        let simulation = Simulation::new(demo_apps(), Clock::System);
+    if let Command::Simulate {
+        listen,
+        apps,
+        config_out,
+    } = command
+    {
+        let mut all = demo_apps();
+        all.extend(generated_apps(apps));
+        let simulation = Simulation::new(all, Clock::System);
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        if let Some(path) = config_out {
+            let api = format!("http://{}", listener.local_addr()?);
+            std::fs::write(&path, config_for(simulation.apps(), &api))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         println!(
             "Simulated WeChat API for {} Mini Programs at http://{}",
             simulation.apps().len(),
             listener.local_addr()?
         );
-        for app in simulation.apps() {
+        for app in simulation.apps().iter().take(3) {
             println!(
                 "  {:8} appid {}  publishes at {:02}:00 Beijing time",
                 app.name, app.appid, app.publish_hour
             );
+        }
+        if apps > 0 {
+            println!("  and {apps} generated apps (app0000...)");
         }
         tokio::select! {
             result = simulation.serve(listener) => result?,

@@ -97,6 +97,33 @@ pub fn demo_apps() -> Vec<SimApp> {
     vec![shop, news, tickets]
 }
 
+/// `n` more simulated apps, for trying the exporter at scale: `app0000`, `app0001`…, with
+/// appids `wx` + 16 hex digits of their number and secrets `demo-secret-<number>`.
+pub fn generated_apps(n: usize) -> Vec<SimApp> {
+    (0..n)
+        .map(|i| {
+            SimApp::new(
+                &format!("app{i:04}"),
+                &format!("wx{:016x}", 0x00c0_ffee_0000_u64 + i as u64),
+                &format!("demo-secret-{i:04}"),
+                500.0 + (i % 97) as f64 * 300.0,
+            )
+        })
+        .collect()
+}
+
+/// The exporter's configuration for `apps` behind the simulated API at `api`.
+pub fn config_for(apps: &[SimApp], api: &str) -> String {
+    let mut toml = format!("api_base_url = \"{api}\"\n");
+    for app in apps {
+        toml.push_str(&format!(
+            "\n[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
+            app.name, app.appid, app.secret
+        ));
+    }
+    toml
+}
+
 /// A fault to answer instead of the real answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
