@@ -11,21 +11,9 @@ use std::process::Output;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 
 use common::prometheus::{create_blocks, run_binary as run, temp_dir, Prometheus};
-use common::{beijing, two_apps};
-use wechat_miniprogram_exporter::clock::Clock;
+use common::{beijing, spawn_simulation, two_apps};
 use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
-use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
-
-/// The simulated API on the real clock, as `backfill` runs on it.
-async fn simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
-    let sim = Simulation::new(apps, Clock::System);
-    let address = sim
-        .clone()
-        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    (sim, address)
-}
+use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp};
 
 /// A configuration for the simulated apps, with quick backoff and one call at a time.
 fn config(dir: &Path, apps: &[SimApp], api: SocketAddr) -> String {
@@ -88,7 +76,7 @@ fn samples(text: &str) -> Vec<(String, f64, i64)> {
 async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
     let dir = temp_dir("backfill-40");
     let apps = two_apps();
-    let (sim, api) = simulation(apps.clone()).await;
+    let (sim, api) = spawn_simulation(apps.clone()).await;
     let config = config(&dir, &apps, api);
     // Three days back, so the run is the same at any hour (the last 3 hours are left out).
     let to = beijing_date(Utc::now()) - Days::new(3);
@@ -251,7 +239,7 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
 async fn a_five_minute_step_makes_history_visible_to_plain_selectors() {
     let dir = temp_dir("backfill-step");
     let apps = two_apps();
-    let (_sim, api) = simulation(apps.clone()).await;
+    let (_sim, api) = spawn_simulation(apps.clone()).await;
     let config = config(&dir, &apps, api);
     let to = beijing_date(Utc::now()) - Days::new(3);
     let from = to - Days::new(2);
@@ -287,7 +275,7 @@ async fn failed_periods_are_named_and_everything_else_is_written() {
     let dir = temp_dir("backfill-faults");
     let apps = two_apps();
     let (shop, news) = (&apps[0], &apps[1]);
-    let (sim, api) = simulation(apps.clone()).await;
+    let (sim, api) = spawn_simulation(apps.clone()).await;
     // One call at a time, oldest first: the first day's calls meet the faults, five times
     // each (every attempt), and nothing else does.
     sim.inject(
@@ -374,7 +362,7 @@ async fn days_without_data_are_skipped_never_zero_and_bad_flags_exit_2() {
     let to = beijing_date(Utc::now()) - Days::new(3);
     // The shop opened five days before the end of the range.
     apps[0].since = to - Days::new(4);
-    let (_sim, api) = simulation(apps.clone()).await;
+    let (_sim, api) = spawn_simulation(apps.clone()).await;
     let config = config(&dir, &apps, api);
     let from = to - Days::new(9);
     let (output, file) = backfill(&config, from, to, &dir, &["--app", "shop"]).await;

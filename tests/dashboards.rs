@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,9 +16,8 @@ use serde_json::Value;
 
 use common::prometheus::{create_blocks, run_binary, temp_dir, ExporterProcess, Prometheus};
 use common::{beijing, two_apps};
-use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::period::beijing_date;
-use wechat_miniprogram_exporter::simulation::{Fault, Simulation};
+use wechat_miniprogram_exporter::simulation::Fault;
 
 const DASHBOARDS: [&str; 5] = ["overview", "retention", "sources", "pages", "exporter"];
 
@@ -184,12 +182,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         app.publish_hour = 0;
     }
     apps[0].dips.insert(reduced, 0.5);
-    let sim = Simulation::new(apps.clone(), Clock::System);
-    let api = sim
-        .clone()
-        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
+    let (sim, api) = common::spawn_simulation(apps.clone()).await;
     let config = dir.join("config.toml");
     let extra = "[polling]\nerror_backoff_initial = \"1s\"\nerror_backoff_max = \"2s\"\n";
     std::fs::write(&config, common::config_toml(&apps, api, extra)).unwrap();

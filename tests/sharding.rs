@@ -4,12 +4,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use common::prometheus::{temp_dir, ExporterProcess};
 use common::sample;
-use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::simulation::{SimApp, Simulation};
+use wechat_miniprogram_exporter::simulation::SimApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_export_each_of_thirty_apps_exactly_once() {
@@ -24,12 +22,7 @@ async fn three_shards_export_each_of_thirty_apps_exactly_once() {
             )
         })
         .collect();
-    let sim = Simulation::new(apps.clone(), Clock::System);
-    let api = sim
-        .clone()
-        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
+    let (sim, api) = common::spawn_simulation(apps.clone()).await;
     let config = dir.join("config.toml");
     std::fs::write(&config, common::config_toml(&apps, api, "")).unwrap();
 

@@ -82,14 +82,20 @@ pub struct TestApp {
 
 /// The exporter's TOML for `apps` against the simulation at `api`, plus `extra` lines.
 pub fn config_toml(apps: &[SimApp], api: SocketAddr, extra: &str) -> String {
-    let mut toml = format!("api_base_url = \"http://{api}\"\n{extra}\n");
-    for app in apps {
-        toml.push_str(&format!(
-            "[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
-            app.name, app.appid, app.secret
-        ));
-    }
-    toml
+    let toml = wechat_miniprogram_exporter::simulation::config_for(apps, &format!("http://{api}"));
+    let (first, apps) = toml.split_once('\n').unwrap();
+    format!("{first}\n{extra}\n{apps}")
+}
+
+/// The simulation of `apps` on the real clock, on a free port.
+pub async fn spawn_simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
+    let sim = Simulation::new(apps, Clock::System);
+    let address = sim
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    (sim, address)
 }
 
 /// Starts the simulation of `apps` and an exporter polling it, at `start` on a manual clock.
