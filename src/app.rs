@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::SelfMetrics;
-use crate::poller::{AppPoller, Settings, Sink};
+use crate::poller::{AppPoller, Settings};
 use crate::server::router;
+use crate::sink::Sink;
 use crate::store::Store;
 use crate::wechat::client::{AppConnection, Client};
 
@@ -43,15 +44,15 @@ impl Exporter {
         let store = Arc::new(Store::new(&config.apps, self_metrics));
         let settings = Arc::new(Settings {
             polling: config.polling.clone(),
-            pages_top: config.reports.pages_top,
+            reports: config.reports.clone(),
         });
         let pollers = config
             .apps
             .iter()
             .enumerate()
-            .map(|(index, app)| {
+            .map(|(number, app)| {
                 AppPoller::new(
-                    index,
+                    number,
                     AppConnection::new(app.clone()),
                     client.clone(),
                     store.clone() as Arc<dyn Sink>,

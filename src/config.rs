@@ -247,15 +247,31 @@ impl Default for RawConfig {
     }
 }
 
-impl Config {
-    /// Keeps only the apps of `shard`.
-    pub fn keep_shard(&mut self, shard: Shard) {
-        self.apps.retain(|app| shard.owns(&app.appid));
-        self.shard = shard;
-    }
+/// What the command line sets over the configuration: applied while it is loaded, so that
+/// validation sees the values in effect.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    /// `--web.listen-address`, over `listen_address`.
+    pub listen_address: Option<SocketAddr>,
+    /// `--shard N --total-shards M`: only the apps of that shard are kept.
+    pub shard: Option<Shard>,
+}
 
-    /// Reads the file (if any) and the environment, and validates the result.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+impl Overrides {
+    fn apply(&self, figment: Figment) -> Figment {
+        match self.listen_address {
+            Some(address) => {
+                figment.merge(Serialized::default("listen_address", address.to_string()))
+            }
+            None => figment,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, applies `overrides`, and validates the
+    /// result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -268,21 +284,27 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        Config::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Config::from_figment(overrides.apply(figment), overrides)
     }
 
     /// Validates a configuration given as TOML text (and nothing else).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Config::from_figment(
-            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(text)),
-        )
+        Config::from_toml_with(text, &Overrides::default())
     }
 
-    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+    /// Validates a configuration given as TOML text, with `overrides`.
+    pub fn from_toml_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(text));
+        Config::from_figment(overrides.apply(figment), overrides)
+    }
+
+    fn from_figment(figment: Figment, overrides: &Overrides) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(|errors| ConfigError {
             problems: errors.into_iter().map(describe_figment_error).collect(),
         })?;
-        raw.validate()
+        raw.validate(overrides.shard.unwrap_or_default())
     }
 }
 
@@ -330,50 +352,72 @@ impl Problems {
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(self, shard: Shard) -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
+        let listen_address = problems.listen_address(&self.listen_address);
+        let api_base_url = problems.api_base_url(&self.api_base_url);
+        let polling = self.polling.validate(&mut problems);
+        let reports = self.reports.validate(&mut problems);
+        let mut apps = validate_apps(self.apps, &mut problems);
+        if !problems.0.is_empty() {
+            return Err(ConfigError {
+                problems: problems.0,
+            });
+        }
+        apps.retain(|app| shard.owns(&app.appid));
+        Ok(Config {
+            listen_address,
+            api_base_url,
+            polling,
+            reports,
+            apps,
+            shard,
+        })
+    }
+}
 
-        let listen_address = parse_listen_address(&self.listen_address).unwrap_or_else(|| {
-            problems.add(
+impl Problems {
+    fn listen_address(&mut self, text: &str) -> SocketAddr {
+        parse_listen_address(text).unwrap_or_else(|| {
+            self.add(
                 "listen_address",
-                format!(
-                    "{:?} is not an address; write HOST:PORT, e.g. \"0.0.0.0:10050\" or \":10050\"",
-                    self.listen_address
-                ),
+                format!("{text:?} is not an address; write HOST:PORT, e.g. \"0.0.0.0:10050\" or \":10050\""),
             );
             SocketAddr::from(([0, 0, 0, 0], 10050))
-        });
+        })
+    }
 
-        let api_base_url = self.api_base_url.trim().trim_end_matches('/').to_string();
-        if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://"))
-            || api_base_url.len() <= "https://".len()
+    fn api_base_url(&mut self, text: &str) -> String {
+        let url = text.trim().trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.len() <= "https://".len()
         {
-            problems.add(
+            self.add(
                 "api_base_url",
                 format!(
-                    "{:?} is not an http(s) URL; the default is \"https://api.weixin.qq.com\"",
-                    self.api_base_url
+                    "{text:?} is not an http(s) URL; the default is \"https://api.weixin.qq.com\""
                 ),
             );
         }
+        url
+    }
+}
 
+impl RawPolling {
+    fn validate(&self, problems: &mut Problems) -> Polling {
         let polling = Polling {
-            not_ready_retry: problems
-                .duration("polling.not_ready_retry", &self.polling.not_ready_retry),
-            error_backoff_initial: problems.duration(
-                "polling.error_backoff_initial",
-                &self.polling.error_backoff_initial,
-            ),
+            not_ready_retry: problems.duration("polling.not_ready_retry", &self.not_ready_retry),
+            error_backoff_initial: problems
+                .duration("polling.error_backoff_initial", &self.error_backoff_initial),
             error_backoff_max: problems
-                .duration("polling.error_backoff_max", &self.polling.error_backoff_max),
-            concurrency: usize::try_from(self.polling.concurrency).unwrap_or(0),
-            request_timeout: problems
-                .duration("polling.request_timeout", &self.polling.request_timeout),
+                .duration("polling.error_backoff_max", &self.error_backoff_max),
+            concurrency: usize::try_from(self.concurrency).unwrap_or(0),
+            request_timeout: problems.duration("polling.request_timeout", &self.request_timeout),
         };
         if polling.concurrency == 0 {
             problems.add(
                 "polling.concurrency",
-                format!("{} must be at least 1", self.polling.concurrency),
+                format!("{} must be at least 1", self.concurrency),
             );
         }
         if polling.error_backoff_initial > polling.error_backoff_max {
@@ -382,54 +426,57 @@ impl RawConfig {
                 "must not be longer than polling.error_backoff_max",
             );
         }
+        polling
+    }
+}
 
-        let pages_top = usize::try_from(self.reports.pages_top).unwrap_or(0);
+impl RawReports {
+    fn validate(&self, problems: &mut Problems) -> Reports {
+        let pages_top = usize::try_from(self.pages_top).unwrap_or(0);
         if !(1..=200).contains(&pages_top) {
             problems.add(
                 "reports.pages_top",
                 format!(
                     "{} must be between 1 and 200 (WeChat answers the top 200 pages)",
-                    self.reports.pages_top
+                    self.pages_top
                 ),
             );
         }
+        Reports { pages_top }
+    }
+}
 
-        if self.apps.is_empty() {
-            problems.add(
-                "apps",
-                format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config.example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
-            );
-        }
-        let mut apps = Vec::new();
-        let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
-        for (name, raw) in self.apps {
-            let key = format!("apps.{name}");
-            if let Some(app) = raw.validate(&name, &key, &mut problems) {
-                if let Some(other) = seen_appids.insert(app.appid.clone(), name.clone()) {
-                    problems.add(
-                        &format!("{key}.appid"),
-                        format!("{} is also the appid of apps.{other}; each Mini Program must be configured once", app.appid),
-                    );
-                }
-                apps.push(app);
+impl Default for Reports {
+    fn default() -> Self {
+        RawConfig::default()
+            .reports
+            .validate(&mut Problems::default())
+    }
+}
+
+/// Every app, ordered by name; an appid configured twice is a problem.
+fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<App> {
+    if raw.is_empty() {
+        problems.add(
+            "apps",
+            format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config.example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
+        );
+    }
+    let mut apps = Vec::new();
+    let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
+    for (name, raw) in raw {
+        let key = format!("apps.{name}");
+        if let Some(app) = raw.validate(&name, &key, problems) {
+            if let Some(other) = seen_appids.insert(app.appid.clone(), name.clone()) {
+                problems.add(
+                    &format!("{key}.appid"),
+                    format!("{} is also the appid of apps.{other}; each Mini Program must be configured once", app.appid),
+                );
             }
-        }
-
-        if problems.0.is_empty() {
-            Ok(Config {
-                listen_address,
-                api_base_url,
-                polling,
-                reports: Reports { pages_top },
-                apps,
-                shard: Shard::default(),
-            })
-        } else {
-            Err(ConfigError {
-                problems: problems.0,
-            })
+            apps.push(app);
         }
     }
+    apps
 }
 
 impl RawApp {
@@ -445,7 +492,17 @@ impl RawApp {
                 "the app name may hold only letters, digits, '_' and '-'",
             );
         }
-        let appid = match self.appid.as_deref().map(str::trim) {
+        let appid = self.appid(key, problems);
+        let token = self.token_source(key, problems);
+        (problems.0.len() == before).then(|| App {
+            name: name.to_string(),
+            appid,
+            token: token.expect("no problem means a token source"),
+        })
+    }
+
+    fn appid(&self, key: &str, problems: &mut Problems) -> String {
+        match self.appid.as_deref().map(str::trim) {
             Some(appid) if is_appid(appid) => appid.to_string(),
             Some(appid) => {
                 problems.add(
@@ -461,49 +518,16 @@ impl RawApp {
                 );
                 String::new()
             }
-        };
+        }
+    }
 
+    fn token_source(&self, key: &str, problems: &mut Problems) -> Option<TokenSource> {
         let source = self.token_source.as_deref().unwrap_or("stable_token");
         let token = match source {
-            "stable_token" | "token" => {
-                let secret = self.secret(key, problems);
-                for (field, set) in [
-                    ("token_url", self.token_url.is_some()),
-                    ("token_file", self.token_file.is_some()),
-                ] {
-                    if set {
-                        problems.add(&format!("{key}.{field}"), format!("is only used with token_source = \"{}\"; remove it or change token_source", &field[6..]));
-                    }
-                }
-                secret.map(|secret| {
-                    if source == "token" {
-                        TokenSource::Token(secret)
-                    } else {
-                        TokenSource::StableToken(secret)
-                    }
-                })
-            }
-            "url" => match self.token_url.as_deref().map(str::trim) {
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                    Some(TokenSource::Url(url.to_string()))
-                }
-                Some(url) => {
-                    problems.add(
-                        &format!("{key}.token_url"),
-                        format!("{url:?} is not an http(s) URL"),
-                    );
-                    None
-                }
-                None => {
-                    problems.add(
-                        &format!("{key}.token_url"),
-                        "is required with token_source = \"url\"",
-                    );
-                    None
-                }
-            },
-            "file" => match self.token_file {
-                Some(path) => Some(TokenSource::File(path)),
+            "stable_token" | "token" => self.secret_token(source, key, problems),
+            "url" => self.token_url(key, problems),
+            "file" => match &self.token_file {
+                Some(path) => Some(TokenSource::File(path.clone())),
                 None => {
                     problems.add(
                         &format!("{key}.token_file"),
@@ -524,11 +548,60 @@ impl RawApp {
         {
             problems.add(key, format!("secret and secret_file are not used with token_source = \"{source}\"; remove them"));
         }
-        (problems.0.len() == before).then(|| App {
-            name: name.to_string(),
-            appid,
-            token: token.expect("no problem means a token source"),
+        token
+    }
+
+    /// `stable_token` or `token`: the AppSecret, and no token location.
+    fn secret_token(
+        &self,
+        source: &str,
+        key: &str,
+        problems: &mut Problems,
+    ) -> Option<TokenSource> {
+        let secret = self.secret(key, problems);
+        for (field, set) in [
+            ("token_url", self.token_url.is_some()),
+            ("token_file", self.token_file.is_some()),
+        ] {
+            if set {
+                problems.add(
+                    &format!("{key}.{field}"),
+                    format!(
+                        "is only used with token_source = \"{}\"; remove it or change token_source",
+                        &field[6..]
+                    ),
+                );
+            }
+        }
+        secret.map(|secret| {
+            if source == "token" {
+                TokenSource::Token(secret)
+            } else {
+                TokenSource::StableToken(secret)
+            }
         })
+    }
+
+    fn token_url(&self, key: &str, problems: &mut Problems) -> Option<TokenSource> {
+        match self.token_url.as_deref().map(str::trim) {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(TokenSource::Url(url.to_string()))
+            }
+            Some(url) => {
+                problems.add(
+                    &format!("{key}.token_url"),
+                    format!("{url:?} is not an http(s) URL"),
+                );
+                None
+            }
+            None => {
+                problems.add(
+                    &format!("{key}.token_url"),
+                    "is required with token_source = \"url\"",
+                );
+                None
+            }
+        }
     }
 
     fn secret(&self, key: &str, problems: &mut Problems) -> Option<Secret> {

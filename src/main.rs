@@ -9,14 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, NaiveTime};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use wechat_miniprogram_exporter::app::{serve, Exporter};
+use wechat_miniprogram_exporter::app::{serve as serve_http, Exporter};
 use wechat_miniprogram_exporter::backfill;
+use wechat_miniprogram_exporter::backfill::fetch::fetch;
+use wechat_miniprogram_exporter::backfill::history::History;
+use wechat_miniprogram_exporter::backfill::openmetrics::Written;
+use wechat_miniprogram_exporter::backfill::plan::plan;
+use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Shard};
+use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Shard};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::simulation::{config_for, demo_apps, generated_apps, Simulation};
 
@@ -68,40 +73,46 @@ enum Command {
     Demo,
     /// Fetch past days, weeks and months into an OpenMetrics file for
     /// `promtool tsdb create-blocks-from openmetrics` (see "Load history" in the README).
-    Backfill {
-        /// First day, Beijing time (YYYY-MM-DD).
-        #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
-        from: NaiveDate,
-        /// Last day [default: the latest completed day].
-        #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
-        to: Option<NaiveDate>,
-        /// Where to write the OpenMetrics text [default: standard output].
-        #[arg(long, short, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Only this app (by its name in the configuration); repeat for several.
-        #[arg(long = "app", value_name = "NAME")]
-        apps: Vec<String>,
-        /// Repeat each value at this interval while it is current (1m..1d): 1d suits queries
-        /// over [1d] windows, as bundled; 5m makes history visible to plain selectors.
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = humantime::parse_duration)]
-        step: Duration,
-        /// Beijing time of day at which a period counts as published (when `serve` would have
-        /// started exporting it).
-        #[arg(long = "published-at", value_name = "HH:MM", default_value = "10:00", value_parser = time_of_day)]
-        published_at: NaiveTime,
-    },
+    Backfill(BackfillArgs),
     /// Serve only the simulated WeChat API (for trying the exporter or the compose stack).
-    Simulate {
-        /// Address of the simulated API.
-        #[arg(long, default_value = "127.0.0.1:10051", value_parser = listen_address)]
-        listen: SocketAddr,
-        /// Simulate this many more apps (app0000, app0001...), to try the exporter at scale.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        apps: usize,
-        /// Write the exporter's configuration for every simulated app to FILE.
-        #[arg(long = "config-out", value_name = "FILE")]
-        config_out: Option<PathBuf>,
-    },
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    /// First day, Beijing time (YYYY-MM-DD).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
+    from: NaiveDate,
+    /// Last day [default: the latest completed day].
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
+    to: Option<NaiveDate>,
+    /// Where to write the OpenMetrics text [default: standard output].
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Only this app (by its name in the configuration); repeat for several.
+    #[arg(long = "app", value_name = "NAME")]
+    apps: Vec<String>,
+    /// Repeat each value at this interval while it is current (1m..1d): 1d suits queries
+    /// over [1d] windows, as bundled; 5m makes history visible to plain selectors.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = humantime::parse_duration)]
+    step: Duration,
+    /// Beijing time of day at which a period counts as published (when `serve` would have
+    /// started exporting it).
+    #[arg(long = "published-at", value_name = "HH:MM", default_value = "10:00", value_parser = time_of_day)]
+    published_at: NaiveTime,
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    /// Address of the simulated API.
+    #[arg(long, default_value = "127.0.0.1:10051", value_parser = listen_address)]
+    listen: SocketAddr,
+    /// Simulate this many more apps (app0000, app0001...), to try the exporter at scale.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    apps: usize,
+    /// Write the exporter's configuration for every simulated app to FILE.
+    #[arg(long = "config-out", value_name = "FILE")]
+    config_out: Option<PathBuf>,
 }
 
 fn date(text: &str) -> Result<NaiveDate, String> {
@@ -132,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -141,8 +152,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let command = cli.command.unwrap_or(Command::Serve);
+/// Checks the global flags, then runs the subcommand.
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let shard = match (cli.shard, cli.total_shards) {
         (Some(index), Some(total)) => match Shard::new(index, total) {
             Ok(shard) => Some(shard),
@@ -153,170 +164,197 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         _ => None,
     };
-    if let Command::Simulate {
-        listen,
-        apps,
-        config_out,
-    } = command
-    {
-        let mut all = demo_apps();
-        all.extend(generated_apps(apps));
-        let simulation = Simulation::new(all, Clock::System);
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        if let Some(path) = config_out {
-            let api = format!("http://{}", listener.local_addr()?);
-            std::fs::write(&path, config_for(simulation.apps(), &api))
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        println!(
-            "Simulated WeChat API for {} Mini Programs at http://{}",
-            simulation.apps().len(),
-            listener.local_addr()?
-        );
-        for app in simulation.apps().iter().take(3) {
-            println!(
-                "  {:8} appid {}  publishes at {:02}:00 Beijing time",
-                app.name, app.appid, app.publish_hour
-            );
-        }
-        if apps > 0 {
-            println!("  and {apps} generated apps (app0000...)");
-        }
-        tokio::select! {
-            result = simulation.serve(listener) => result?,
-            _ = shutdown_signal() => {}
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let config = if let Command::Demo = command {
-        let simulation = Simulation::new(demo_apps(), Clock::System);
-        let address = simulation
-            .clone()
-            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await?;
-        let listen = cli
-            .listen_address
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10050)));
-        demo_config(&simulation, address, listen)?
-    } else {
-        let mut config = match Config::load(cli.config.as_deref()) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("{error}");
-                return Ok(ExitCode::from(2));
-            }
-        };
-        if let Some(listen) = cli.listen_address {
-            config.listen_address = listen;
-        }
-        config
+    let overrides = Overrides {
+        listen_address: cli.listen_address,
+        shard,
     };
-    let mut config = config;
-    if let Some(shard) = shard {
-        config.keep_shard(shard);
-    }
-
-    match command {
-        Command::CheckConfig => {
-            println!(
-                "configuration is valid: {} Mini Program(s), /metrics on {}",
-                config.apps.len(),
-                config.listen_address
-            );
-            if config.shard.total > 1 {
-                println!(
-                    "  shard {} of {}: the apps below are this shard's",
-                    config.shard.index, config.shard.total
-                );
-            }
-            for app in &config.apps {
-                println!(
-                    "  {} ({}), token from {}",
-                    app.name,
-                    app.appid,
-                    app.token.name()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Once => {
-            let (store, failed) = Exporter::build(&config, Clock::System)?.poll_once().await;
-            print!("{}", String::from_utf8_lossy(&store.metrics(false)));
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::Serve | Command::Demo => {
-            let listener = TcpListener::bind(config.listen_address)
-                .await
-                .with_context(|| {
-                    format!(
-                        "binding {} (listen_address / --web.listen-address)",
-                        config.listen_address
-                    )
-                })?;
-            let address = listener.local_addr()?;
-            if let Command::Demo = command {
-                // A closed stdout (a pipe whose reader left) must not stop the demo.
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "Demo: 3 simulated Mini Programs against a simulated WeChat API ({}).\n  metrics:      http://{address}/metrics\n  status page:  http://{address}/",
-                    config.api_base_url
-                );
-            }
-            tracing::info!(address = %address, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "serving /metrics");
-            let (stop, stopped) = watch::channel(false);
-            let (store, mut pollers) = Exporter::build(&config, Clock::System)?.start(stopped);
-            let server = tokio::spawn(serve(listener, store, async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-            }));
-            server.await.context("the server task failed")??;
-            // Pollers stop at their next await point; a request in flight gets a bounded wait.
-            let drained = tokio::time::timeout(Duration::from_secs(10), async {
-                while pollers.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!("pollers did not stop within 10s; exiting anyway");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Backfill {
-            from,
-            to,
-            output,
-            apps,
-            step,
-            published_at,
-        } => {
-            let options = backfill::Options {
-                from,
-                to,
-                apps,
-                step,
-                published_at,
-            };
-            run_backfill(&config, &options, output.as_deref()).await
-        }
-        Command::Simulate { .. } => unreachable!("handled above"),
+    let file = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(file, &overrides).await,
+        Command::CheckConfig => Ok(check_config(file, &overrides)),
+        Command::Once => once(file, &overrides).await,
+        Command::Demo => demo(&overrides).await,
+        Command::Backfill(args) => backfill(file, &overrides, args).await,
+        Command::Simulate(args) => simulate(args).await,
     }
 }
 
-/// `backfill`: plan, fetch with progress on stderr, write, summarise. Exit 1 if a period
+/// The configuration, or its problems on stderr and exit code 2.
+fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(file, overrides).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(2)
+    })
+}
+
+/// `serve`: poll in the background and serve /metrics until a signal.
+async fn serve(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    match load(file, overrides) {
+        Ok(config) => run(&config, None).await,
+        Err(code) => Ok(code),
+    }
+}
+
+/// `check-config`: validate and describe the configuration.
+fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
+    let config = match load(file, overrides) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    println!(
+        "configuration is valid: {} Mini Program(s), /metrics on {}",
+        config.apps.len(),
+        config.listen_address
+    );
+    if config.shard.total > 1 {
+        println!(
+            "  shard {} of {}: the apps below are this shard's",
+            config.shard.index, config.shard.total
+        );
+    }
+    for app in &config.apps {
+        println!(
+            "  {} ({}), token from {}",
+            app.name,
+            app.appid,
+            app.token.name()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `once`: poll every app once and print the exposition.
+async fn once(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let config = match load(file, overrides) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let (store, failed) = Exporter::build(&config, Clock::System)?.poll_once().await;
+    print!("{}", String::from_utf8_lossy(&store.metrics(false)));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `demo`: the simulated API in the background, and the exporter polling it.
+async fn demo(overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let simulation = Simulation::new(demo_apps(), Clock::System);
+    let api = simulation
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
+    let mut toml =
+        format!("listen_address = \"127.0.0.1:10050\"\napi_base_url = \"http://{api}\"\n");
+    for app in simulation.apps() {
+        toml.push_str(&format!(
+            "[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
+            app.name, app.appid, app.secret
+        ));
+    }
+    let config = Config::from_toml_with(&toml, overrides)
+        .map_err(|error| anyhow::anyhow!("demo configuration: {error}"))?;
+    run(
+        &config,
+        Some("Demo: 3 simulated Mini Programs against a simulated WeChat API"),
+    )
+    .await
+}
+
+/// Serves `config` until SIGINT or SIGTERM, then stops the pollers (a bounded wait). A demo
+/// first prints where to look.
+async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(config.listen_address)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (listen_address / --web.listen-address)",
+                config.listen_address
+            )
+        })?;
+    let address = listener.local_addr()?;
+    if let Some(banner) = demo {
+        // A closed stdout (a pipe whose reader left) must not stop the demo.
+        let _ = writeln!(
+            std::io::stdout(),
+            "{banner} ({}).\n  metrics:      http://{address}/metrics\n  status page:  http://{address}/",
+            config.api_base_url
+        );
+    }
+    tracing::info!(address = %address, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "serving /metrics");
+    let (stop, stopped) = watch::channel(false);
+    let (store, mut pollers) = Exporter::build(config, Clock::System)?.start(stopped);
+    let server = tokio::spawn(serve_http(listener, store, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    }));
+    server.await.context("the server task failed")??;
+    // Pollers stop at their next await point; a request in flight gets a bounded wait.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while pollers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("pollers did not stop within 10s; exiting anyway");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `simulate`: only the simulated WeChat API, until a signal.
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let mut all = demo_apps();
+    all.extend(generated_apps(args.apps));
+    let simulation = Simulation::new(all, Clock::System);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    if let Some(path) = args.config_out {
+        let api = format!("http://{}", listener.local_addr()?);
+        std::fs::write(&path, config_for(simulation.apps(), &api))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "Simulated WeChat API for {} Mini Programs at http://{}",
+        simulation.apps().len(),
+        listener.local_addr()?
+    );
+    for app in simulation.apps().iter().take(3) {
+        println!(
+            "  {:8} appid {}  publishes at {:02}:00 Beijing time",
+            app.name, app.appid, app.publish_hour
+        );
+    }
+    if args.apps > 0 {
+        println!("  and {} generated apps (app0000...)", args.apps);
+    }
+    tokio::select! {
+        result = simulation.serve(listener) => result?,
+        _ = shutdown_signal() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backfill`: plan, fetch with progress on stderr, write, summarise. Exit 1 if a call
 /// failed (everything fetched is still written), 2 on bad flags.
-async fn run_backfill(
-    config: &Config,
-    options: &backfill::Options,
-    output: Option<&Path>,
+async fn backfill(
+    file: Option<&Path>,
+    overrides: &Overrides,
+    args: BackfillArgs,
 ) -> anyhow::Result<ExitCode> {
-    let plan = match backfill::plan(config, options, Clock::System.now()) {
+    let config = match load(file, overrides) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let options = backfill::Options {
+        from: args.from,
+        to: args.to,
+        apps: args.apps,
+        step: args.step,
+        published_at: args.published_at,
+    };
+    let plan = match plan(&config, &options, Clock::System.now()) {
         Ok(plan) => plan,
         Err(problem) => {
             eprintln!("error: {problem}");
@@ -330,9 +368,9 @@ async fn run_backfill(
         config.api_base_url,
         plan.fetches()
     );
-    let progress = Arc::new(backfill::Progress::new(plan.fetches()));
+    let progress = Arc::new(Progress::new(plan.fetches()));
     let drawing = tokio::spawn(draw_progress(progress.clone()));
-    let history = backfill::fetch(config, plan, Clock::System, progress.clone()).await;
+    let history = fetch(&config, plan, Clock::System, progress.clone()).await;
     drawing.abort();
     let _ = drawing.await;
     let history = history.context("building the HTTP client")?;
@@ -342,31 +380,36 @@ async fn run_backfill(
         if terminal { "\r\x1b[2K" } else { "" },
         progress.line(0)
     );
+    let written = write_history(&history, args.output.as_deref())?;
+    Ok(summarise(&history, written, args.output.as_deref()))
+}
 
-    let written = match output {
-        Some(path) => {
-            // Written aside and renamed, so that a reader never sees half a file.
-            let mut partial = path.as_os_str().to_owned();
-            partial.push(".partial");
-            let partial = PathBuf::from(partial);
-            let file = std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            let mut writer = std::io::BufWriter::new(file);
-            let written = history
-                .write_openmetrics(&mut writer)
-                .and_then(|written| writer.flush().map(|()| written))
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::rename(&partial, path)
-                .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
-            written
-        }
-        None => {
-            let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
-            let written = history.write_openmetrics(&mut writer)?;
-            writer.flush()?;
-            written
-        }
+/// Writes the history to `output` (aside, then renamed, so that a reader never sees half a
+/// file) or to standard output.
+fn write_history(history: &History, output: Option<&Path>) -> anyhow::Result<Written> {
+    let Some(path) = output else {
+        let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = history.write_openmetrics(&mut writer)?;
+        writer.flush()?;
+        return Ok(written);
     };
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let written = history
+        .write_openmetrics(&mut writer)
+        .and_then(|written| writer.flush().map(|()| written))
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    Ok(written)
+}
+
+/// Prints the summary and the failed calls; exit 1 if any.
+fn summarise(history: &History, written: Written, output: Option<&Path>) -> ExitCode {
     let summary = history.summary();
     eprintln!("backfill: {summary}");
     eprintln!(
@@ -376,7 +419,7 @@ async fn run_backfill(
         output.map_or("standard output".into(), |path| path.display().to_string())
     );
     if summary.failed.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     eprintln!("backfill: {} periods failed:", summary.failed.len());
     const SHOWN: usize = 100;
@@ -387,12 +430,12 @@ async fn run_backfill(
         eprintln!("  ... and {} more", summary.failed.len() - SHOWN);
     }
     eprintln!("backfill: run again for the failed days; periods already in Prometheus are simply written again");
-    Ok(ExitCode::FAILURE)
+    ExitCode::FAILURE
 }
 
 /// Draws `progress` on stderr until aborted: a bar redrawn in place on a terminal, otherwise
 /// a plain line every 10% or 30 seconds.
-async fn draw_progress(progress: Arc<backfill::Progress>) {
+async fn draw_progress(progress: Arc<Progress>) {
     let terminal = std::io::stderr().is_terminal();
     let mut shown_tenth = 0;
     let mut shown_at = std::time::Instant::now();
@@ -410,22 +453,6 @@ async fn draw_progress(progress: Arc<backfill::Progress>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// The configuration of the demo: the simulated apps, pointed at the simulated API.
-fn demo_config(
-    simulation: &Simulation,
-    api: SocketAddr,
-    listen: SocketAddr,
-) -> anyhow::Result<Config> {
-    let mut toml = format!("listen_address = \"{listen}\"\napi_base_url = \"http://{api}\"\n");
-    for app in simulation.apps() {
-        toml.push_str(&format!(
-            "[apps.{}]\nappid = \"{}\"\nsecret = \"{}\"\n",
-            app.name, app.appid, app.secret
-        ));
-    }
-    Config::from_toml(&toml).map_err(|error| anyhow::anyhow!("demo configuration: {error}"))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -15,10 +15,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::config::App;
-use crate::metrics::{render, AppData, SelfMetrics};
+use crate::metrics::{render, SelfMetrics};
 use crate::period::PeriodKind;
-use crate::poller::{Held, JobStatus, Sink};
-use crate::wechat::Report;
+use crate::report::{AppData, Held, Report};
+use crate::sink::{JobStatus, Sink};
 
 /// Every app's data and status, and the last rendering.
 pub struct Store {

@@ -9,9 +9,12 @@ use std::process::{Command, Stdio};
 use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 
-use common::{beijing, sample, series, spawn_app, spawn_app_with, spawn_with_faults, two_apps};
+use common::{
+    beijing, sample, series, simulated, simulated_trend, spawn_app, spawn_app_with,
+    spawn_with_faults, two_apps,
+};
 use wechat_miniprogram_exporter::period::Period;
-use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp};
+use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
 const DAILY_TREND: &str = "getweanalysisappiddailyvisittrend";
 
@@ -86,7 +89,6 @@ async fn all_reports_are_exported_with_the_simulated_values() {
         assert!(!series(&metrics, family).is_empty(), "{family} missing");
     }
     let shop = app.sim.apps()[0].clone();
-    let model = Model { app: &shop };
     let labels = |period: &'static str| {
         [
             ("app", "shop"),
@@ -100,7 +102,7 @@ async fn all_reports_are_exported_with_the_simulated_values() {
         ("weekly", "20240527-20240602"),
         ("monthly", "202405"),
     ] {
-        let expected = model.trend_json(period(ref_date));
+        let expected = simulated_trend(&shop, period(ref_date));
         for (field, family) in [
             ("visit_uv", "wechat_miniprogram_visit_uv"),
             ("visit_uv_new", "wechat_miniprogram_visit_uv_new"),
@@ -140,7 +142,7 @@ async fn all_reports_are_exported_with_the_simulated_values() {
         ("monthly", "202405", 1),
     ] {
         let cohort = period(held).back(lag);
-        let expected = model.retention_json(cohort, last_day);
+        let expected = simulated(&shop, "retention", cohort, last_day);
         let lag_text = lag.to_string();
         for (cohort_label, field) in [("new", "visit_uv_new"), ("active", "visit_uv")] {
             let labels = [
@@ -183,7 +185,7 @@ async fn all_reports_are_exported_with_the_simulated_values() {
     );
 
     // Distribution and pages of 2024-06-04.
-    let distribution = model.distribution_json(period("20240604"));
+    let distribution = simulated(&shop, "visit_distribution", period("20240604"), last_day);
     let index = |name: &str| {
         distribution["list"]
             .as_array()
@@ -225,7 +227,7 @@ async fn all_reports_are_exported_with_the_simulated_values() {
         Some(item(&index("access_depth_info"), 6))
     );
 
-    let pages = model.pages_json(period("20240604"));
+    let pages = simulated(&shop, "visit_page", period("20240604"), last_day);
     let top = &pages["list"][0];
     let labels = [
         ("app", "shop"),
@@ -411,7 +413,7 @@ async fn unpublished_periods_are_retried_later_and_exported_as_nothing() {
     app.advance_to(beijing("2024-06-05 10:00")).await;
     let metrics = app.scrape().await;
     let shop = app.sim.apps()[0].clone();
-    let expected = Model { app: &shop }.trend_json(period("20240604"));
+    let expected = simulated_trend(&shop, period("20240604"));
     assert_eq!(
         sample(
             &metrics,
@@ -823,7 +825,7 @@ async fn readiness_waits_for_every_app_first_round() {
     use std::sync::Arc;
     use wechat_miniprogram_exporter::config::Config;
     use wechat_miniprogram_exporter::metrics::SelfMetrics;
-    use wechat_miniprogram_exporter::poller::Sink;
+    use wechat_miniprogram_exporter::sink::Sink;
     use wechat_miniprogram_exporter::store::Store;
 
     let toml = common::config_toml(&two_apps(), "127.0.0.1:9".parse().unwrap(), "");

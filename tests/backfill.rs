@@ -11,9 +11,9 @@ use std::process::Output;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 
 use common::prometheus::{create_blocks, run_binary as run, temp_dir, Prometheus};
-use common::{beijing, spawn_simulation, two_apps};
+use common::{beijing, simulated, simulated_trend, spawn_simulation, two_apps};
 use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
-use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp};
+use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
 /// A configuration for the simulated apps, with quick backoff and one call at a time.
 fn config(dir: &Path, apps: &[SimApp], api: SocketAddr) -> String {
@@ -54,9 +54,7 @@ fn published(period: Period) -> DateTime<Utc> {
 }
 
 fn visit_uv(app: &SimApp, period: Period) -> f64 {
-    Model { app }.trend_json(period)["visit_uv"]
-        .as_f64()
-        .unwrap()
+    simulated_trend(app, period)["visit_uv"].as_f64().unwrap()
 }
 
 /// Samples of the file as (series, value, timestamp).
@@ -202,7 +200,7 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
     let day = daily(to - Days::new(2));
     let at = published(day) + chrono::Duration::minutes(1);
     let cohort = day.back(7);
-    let expected = Model { app: shop }.retention_json(cohort, to)["visit_uv"][7]["value"]
+    let expected = simulated(shop, "retention", cohort, to)["visit_uv"][7]["value"]
         .as_f64()
         .unwrap();
     let labels = "period=\"daily\",app=\"shop\",lag=\"7\"";

@@ -1,9 +1,9 @@
 //! The one client of the WeChat API: tokens in, analytics out.
 //!
 //! It holds a single `reqwest::Client` (with timeouts), the base URL and the global limit on
-//! requests in flight. For each call it takes a cached token (fetching one if needed), posts
-//! the datacube request, and on a refused token (40001/40014/42001) fetches a new token and
-//! retries exactly once. Every request is reported to an [`Observer`] (the exporter's own
+//! requests in flight. For each [`Call`] it takes a cached token (fetching one if needed),
+//! posts the request, reads the answer with the caller's parser, and on a refused token
+//! (40001/40014/42001) fetches a new token and retries exactly once. Every request is reported to an [`Observer`] (the exporter's own
 //! metrics) with a bounded error label. Errors never carry a URL, a token or a secret:
 //! reqwest's URL is stripped and any credential text is scrubbed from the messages.
 
@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::model::{parse_answer, parse_token, TokenAnswer};
+use serde_json::Value;
+
 use super::token::{forget_if_refused, Token, TokenCache, UNTIMED_TOKEN_LIFETIME};
-use super::{Answer, Report, WeChatError};
+use super::wire::{self, parse_token, TokenAnswer};
+use super::{Call, WeChatError};
 use crate::clock::Clock;
 use crate::config::{App, Polling, TokenSource};
-use crate::period::Period;
 
 /// Receives every request the client makes, for the exporter's own metrics.
 pub trait Observer: Send + Sync {
-    /// A request to WeChat finished (`endpoint` is the datacube name, `stable_token` or `token`).
+    /// A request to WeChat finished (`endpoint` is [`Call::endpoint`], `stable_token` or `token`).
     fn request(&self, app: &App, endpoint: &str, elapsed: Duration, error: Option<&WeChatError>);
     /// A token was fetched (from WeChat or an external source), successfully or not.
     fn token_fetch(&self, app: &App, ok: bool);
@@ -79,19 +80,19 @@ impl Client {
         })
     }
 
-    /// Fetches `report` for `period`, retrying once with a new token if WeChat refuses the
-    /// cached one.
-    pub async fn fetch(
+    /// Makes `call` and reads the answer with `parse` (`Ok(None)`: nothing published yet),
+    /// retrying once with a new token if WeChat refuses the cached one.
+    pub async fn fetch<T>(
         &self,
         connection: &AppConnection,
-        report: Report,
-        period: Period,
-    ) -> Result<Answer, WeChatError> {
+        call: &Call,
+        parse: impl Fn(Value) -> Result<Option<T>, WeChatError>,
+    ) -> Result<Option<T>, WeChatError> {
         let token = self.token(connection, None).await?;
-        match self.datacube(connection, &token, report, period).await {
+        match self.post(connection, &token, call, &parse).await {
             Err(error) if error.is_token_rejected() => {
                 let token = self.token(connection, Some(&token)).await?;
-                self.datacube(connection, &token, report, period).await
+                self.post(connection, &token, call, &parse).await
             }
             answer => answer,
         }
@@ -102,28 +103,30 @@ impl Client {
         self.token(connection, None).await.map(|_| ())
     }
 
-    async fn datacube(
+    async fn post<T>(
         &self,
         connection: &AppConnection,
         token: &str,
-        report: Report,
-        period: Period,
-    ) -> Result<Answer, WeChatError> {
-        let endpoint = report
-            .endpoint(period.kind())
-            .expect("the poller only asks for reports WeChat has");
+        call: &Call,
+        parse: &impl Fn(Value) -> Result<Option<T>, WeChatError>,
+    ) -> Result<Option<T>, WeChatError> {
         let request = self
             .http
-            .post(format!("{}/datacube/{endpoint}", self.base_url))
+            .post(format!("{}/{}", self.base_url, call.path))
             .query(&[("access_token", token)])
-            .json(&serde_json::json!({
-                "begin_date": period.begin_date(),
-                "end_date": period.end_date(),
-            }));
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(call.body.clone());
         let secrets = [token];
-        self.call(&connection.app, endpoint, request, &secrets, |body| {
-            parse_answer(report, period, body)
-        })
+        self.call(
+            &connection.app,
+            call.endpoint(),
+            request,
+            &secrets,
+            |body| match wire::answer(body)? {
+                Some(answer) => parse(answer),
+                None => Ok(None),
+            },
+        )
         .await
     }
 
@@ -151,7 +154,22 @@ impl Client {
     }
 
     async fn fetch_token(&self, app: &App) -> Result<Token, WeChatError> {
-        let answer = match &app.token {
+        let answer = self.token_answer(app).await?;
+        let lifetime = answer
+            .expires_in()
+            .map(Duration::from_secs)
+            .unwrap_or(UNTIMED_TOKEN_LIFETIME);
+        match answer.access_token.filter(|token| !token.trim().is_empty()) {
+            Some(token) => Ok(Token::new(token, self.clock.now(), lifetime)),
+            None => Err(WeChatError::Decode(
+                "token answer without access_token".into(),
+            )),
+        }
+    }
+
+    /// Asks the app's token source.
+    async fn token_answer(&self, app: &App) -> Result<TokenAnswer, WeChatError> {
+        Ok(match &app.token {
             TokenSource::StableToken(secret) => {
                 let request = self
                     .http
@@ -187,29 +205,8 @@ impl Client {
                 self.token_from_url(&url.replace("{appid}", &app.appid))
                     .await?
             }
-            TokenSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|error| {
-                    WeChatError::TokenSource(format!(
-                        "cannot read token file {}: {error}",
-                        path.display()
-                    ))
-                })?;
-                match parse_token(text.trim().as_bytes()) {
-                    Ok(answer) => answer,
-                    Err(_) => TokenAnswer::bare(text.trim()),
-                }
-            }
-        };
-        let lifetime = answer
-            .expires_in()
-            .map(Duration::from_secs)
-            .unwrap_or(UNTIMED_TOKEN_LIFETIME);
-        match answer.access_token.filter(|token| !token.trim().is_empty()) {
-            Some(token) => Ok(Token::new(token, self.clock.now(), lifetime)),
-            None => Err(WeChatError::Decode(
-                "token answer without access_token".into(),
-            )),
-        }
+            TokenSource::File(path) => token_from_file(path).await?,
+        })
     }
 
     async fn token_from_url(&self, url: &str) -> Result<TokenAnswer, WeChatError> {
@@ -263,6 +260,20 @@ impl Client {
             .request(app, endpoint, started.elapsed(), result.as_ref().err());
         result
     }
+}
+
+/// A token file: the JSON a token service answers, or the bare token.
+async fn token_from_file(path: &std::path::Path) -> Result<TokenAnswer, WeChatError> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|error| {
+        WeChatError::TokenSource(format!(
+            "cannot read token file {}: {error}",
+            path.display()
+        ))
+    })?;
+    Ok(match parse_token(text.trim().as_bytes()) {
+        Ok(answer) => answer,
+        Err(_) => TokenAnswer::bare(text.trim()),
+    })
 }
 
 /// Maps a transport failure to an error without the request URL (which holds the token).

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,8 +18,9 @@ use wechat_miniprogram_exporter::app::{serve, Exporter};
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
-use wechat_miniprogram_exporter::period::Period;
-use wechat_miniprogram_exporter::simulation::{Fault, SimApp, Simulation};
+use wechat_miniprogram_exporter::period::{Period, PeriodKind};
+use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
 use wechat_miniprogram_exporter::store::Store;
 
 /// An instant given in Beijing time, e.g. `beijing("2024-06-05 12:00")`.
@@ -44,6 +46,21 @@ pub fn two_apps() -> Vec<SimApp> {
     );
     news.not_ready = wechat_miniprogram_exporter::simulation::NotReady::Errcode;
     vec![shop, news]
+}
+
+/// What the simulated API answers for `report` and `period` of `app`, once every day up to
+/// `last_day` is published.
+pub fn simulated(app: &SimApp, report: &str, period: Period, last_day: NaiveDate) -> Value {
+    let model = Model { app };
+    let now = model.published_at(Period::containing(PeriodKind::Daily, last_day));
+    Report::by_name(report)
+        .unwrap()
+        .simulate(&model, period, now)
+}
+
+/// The simulated visit trend item of `period` of `app`.
+pub fn simulated_trend(app: &SimApp, period: Period) -> Value {
+    simulated(app, "visit_trend", period, period.end())["list"][0].clone()
 }
 
 /// Log lines written while a test runs.
@@ -205,9 +222,10 @@ impl TestApp {
 
     fn is_settled(&self) -> bool {
         let now = self.clock.now();
+        let jobs: usize = Report::all().map(|report| report.kinds().len()).sum();
         self.store.overview().iter().all(|app| {
             app.ready
-                && app.jobs.len() == 8
+                && app.jobs.len() == jobs
                 && app.jobs.iter().all(|((_, kind), status)| {
                     let target = Period::latest_completed(*kind, now);
                     status.held == Some(target)

@@ -1,0 +1,156 @@
+//! What to do after an error: the one policy the agent and `backfill` share.
+//!
+//! [`react`] is pure: given how the error is classed, how many times in a row the call has
+//! failed, the time and the backoff settings, it says when to try again and whether the whole
+//! app must pause (a quota is per app, so its other calls would fail the same way). Jitter
+//! comes in as a number so that the table of cases below can pin every answer.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, Timelike, Utc};
+
+use crate::config::Polling;
+use crate::period::{beijing_date, beijing_midnight};
+use crate::wechat::ErrorClass;
+
+/// When to try again after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reaction {
+    /// The earliest instant of the next attempt.
+    pub retry_at: DateTime<Utc>,
+    /// Whether every call of the app waits until `retry_at`, not only the failed one.
+    pub pause_app: bool,
+}
+
+/// The reaction to an error of `class` after `failures` earlier consecutive failures of the
+/// same call, at `now`. `jitter` in [0, 1) spreads transient retries over the upper half of
+/// their backoff window.
+///
+/// - transient (busy, 5xx, timeouts, undecodable answers): exponential backoff from
+///   `error_backoff_initial`, doubling, capped at `error_backoff_max`;
+/// - a configuration error: `error_backoff_max`, since a person must fix it first;
+/// - the per-minute quota (45011): the app pauses until the next minute;
+/// - the daily quota (45009): the app pauses until the next Beijing day.
+pub fn react(
+    class: ErrorClass,
+    failures: u32,
+    now: DateTime<Utc>,
+    polling: &Polling,
+    jitter: f64,
+) -> Reaction {
+    let after = |delay: Duration| now + chrono::Duration::from_std(delay).unwrap_or_default();
+    match class {
+        ErrorClass::Transient => Reaction {
+            retry_at: after(backoff(polling, failures, jitter)),
+            pause_app: false,
+        },
+        ErrorClass::Config => Reaction {
+            retry_at: after(polling.error_backoff_max),
+            pause_app: false,
+        },
+        ErrorClass::MinuteQuota => Reaction {
+            retry_at: next_minute(now),
+            pause_app: true,
+        },
+        ErrorClass::DailyQuota => Reaction {
+            retry_at: beijing_midnight(beijing_date(now) + Days::new(1)),
+            pause_app: true,
+        },
+    }
+}
+
+/// The delay after `failures` consecutive failures: doubling from the initial backoff, capped
+/// at the maximum, then scaled by 0.5 + 0.5 × `jitter`, never below the initial backoff.
+pub fn backoff(polling: &Polling, failures: u32, jitter: f64) -> Duration {
+    let base = polling
+        .error_backoff_initial
+        .saturating_mul(1u32 << failures.min(20))
+        .min(polling.error_backoff_max);
+    base.mul_f64(0.5 + 0.5 * jitter)
+        .clamp(polling.error_backoff_initial, polling.error_backoff_max)
+}
+
+/// The start of the next wall-clock minute, plus a second of slack.
+fn next_minute(now: DateTime<Utc>) -> DateTime<Utc> {
+    let minute = now
+        .with_second(0)
+        .and_then(|time| time.with_nanosecond(0))
+        .expect("second 0 exists");
+    minute + chrono::Duration::seconds(61)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn polling() -> Polling {
+        Polling {
+            not_ready_retry: Duration::from_secs(1800),
+            error_backoff_initial: Duration::from_secs(30),
+            error_backoff_max: Duration::from_secs(1800),
+            concurrency: 1,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn every_error_class_gets_its_reaction() {
+        use ErrorClass::*;
+        let now = "2024-03-10T10:15:42.5Z";
+        // (class, failures before, jitter, retry at, whole app paused)
+        let table = [
+            (Transient, 0, 0.0, "2024-03-10T10:16:12.5Z", false),
+            (Transient, 0, 0.99, "2024-03-10T10:16:12.5Z", false),
+            (Transient, 2, 0.0, "2024-03-10T10:16:42.5Z", false),
+            (Transient, 2, 0.5, "2024-03-10T10:17:12.5Z", false),
+            (Transient, 40, 0.0, "2024-03-10T10:30:42.5Z", false),
+            (Transient, 40, 1.0, "2024-03-10T10:45:42.5Z", false),
+            (Config, 0, 0.3, "2024-03-10T10:45:42.5Z", false),
+            (Config, 7, 0.3, "2024-03-10T10:45:42.5Z", false),
+            (MinuteQuota, 0, 0.3, "2024-03-10T10:16:01Z", true),
+            // 10:15 UTC is 18:15 in Beijing: the next Beijing day starts at 16:00 UTC.
+            (DailyQuota, 0, 0.3, "2024-03-10T16:00:00Z", true),
+            (DailyQuota, 3, 0.3, "2024-03-10T16:00:00Z", true),
+        ];
+        for (class, failures, jitter, retry_at, pause_app) in table {
+            assert_eq!(
+                react(class, failures, at(now), &polling(), jitter),
+                Reaction {
+                    retry_at: at(retry_at),
+                    pause_app
+                },
+                "{class:?} after {failures} failures, jitter {jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds_whatever_the_jitter() {
+        for _ in 0..100 {
+            let jitter = fastrand::f64();
+            assert_eq!(backoff(&polling(), 0, jitter), Duration::from_secs(30));
+            let third = backoff(&polling(), 2, jitter);
+            assert!(
+                (Duration::from_secs(60)..=Duration::from_secs(120)).contains(&third),
+                "{third:?}"
+            );
+            let late = backoff(&polling(), 40, jitter);
+            assert!(
+                (Duration::from_secs(900)..=Duration::from_secs(1800)).contains(&late),
+                "{late:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_minute_starts_after_the_current_one() {
+        let now = at("2024-03-10T10:15:42.5Z");
+        assert_eq!(next_minute(now).to_rfc3339(), "2024-03-10T10:16:01+00:00");
+    }
+}

@@ -1,0 +1,63 @@
+//! The request shape the datacube reports share: `POST datacube/<name>` with
+//! `{"begin_date": "yyyymmdd", "end_date": "yyyymmdd"}` naming exactly one period.
+
+use chrono::NaiveDate;
+use serde_json::{json, Value};
+
+use super::Refusal;
+use crate::period::{Period, PeriodKind};
+use crate::wechat::Call;
+
+/// The call asking `path` for `period`.
+pub fn call(path: &'static str, period: Period) -> Call {
+    let body = json!({
+        "begin_date": period.begin_date(),
+        "end_date": period.end_date(),
+    });
+    Call {
+        asks: period,
+        path,
+        body: body.to_string(),
+    }
+}
+
+/// Simulation: the period of `kind` a datacube body names, or 61500 (not `yyyymmdd`) or 61501
+/// (not exactly one aligned period).
+pub fn requested(kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
+    let date = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .filter(|text| text.len() == 8)
+            .and_then(|text| NaiveDate::parse_from_str(text, "%Y%m%d").ok())
+    };
+    let (Some(begin), Some(end)) = (date(body.get("begin_date")), date(body.get("end_date")))
+    else {
+        return Err((61500, "date format error"));
+    };
+    let period = Period::containing(kind, begin);
+    if period.start() != begin || period.end() != end {
+        return Err((61501, "date range error"));
+    }
+    Ok(period)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_names_its_period_and_the_simulation_reads_it_back() {
+        let week = Period::parse_ref_date("20170306-20170312").unwrap();
+        let call = call("datacube/getweanalysisappidweeklyvisittrend", week);
+        assert_eq!(
+            call.body,
+            r#"{"begin_date":"20170306","end_date":"20170312"}"#
+        );
+        assert_eq!(call.endpoint(), "getweanalysisappidweeklyvisittrend");
+        let body: Value = serde_json::from_str(&call.body).unwrap();
+        assert_eq!(requested(PeriodKind::Weekly, &body), Ok(week));
+        assert_eq!(requested(PeriodKind::Daily, &body).unwrap_err().0, 61501);
+        let bad = json!({"begin_date": "2017-03-06", "end_date": "20170312"});
+        assert_eq!(requested(PeriodKind::Weekly, &bad).unwrap_err().0, 61500);
+    }
+}

@@ -1,0 +1,140 @@
+//! The simulated answers to every report's path: checks as WeChat makes them, then the
+//! report's own answer (from its module) for a published period, or nothing before.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Days, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::faults::fault_response;
+use super::model::Model;
+use super::{refusal, NotReady, Simulation};
+use crate::period::{beijing_date, Period, PeriodKind};
+use crate::report::{Refusal, Report};
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// One request to a report's path, as the simulation logs it.
+struct Request<'a> {
+    sim: &'a Simulation,
+    report: Report,
+    kind: PeriodKind,
+    endpoint: &'static str,
+    begin_date: Option<String>,
+}
+
+impl Request<'_> {
+    /// Logs the call with `code` and returns `response`.
+    fn answer(&self, code: i64, response: Response, appid: Option<&str>) -> Response {
+        let begin = self.begin_date.as_deref();
+        self.sim.record(appid, self.endpoint, begin, code);
+        response
+    }
+
+    fn refuse(&self, (code, message): Refusal, appid: Option<&str>) -> Response {
+        self.answer(code, refusal(code, message).into_response(), appid)
+    }
+}
+
+/// Answers a call to `report` for `kind`, counting the calls in progress.
+pub(super) async fn answer(
+    State(sim): State<Simulation>,
+    report: Report,
+    kind: PeriodKind,
+    Query(query): Query<TokenQuery>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let latency = {
+        let mut state = sim.state();
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        state.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let body = body.map(|Json(body)| body).filter(Value::is_object);
+    let request = Request {
+        sim: &sim,
+        report,
+        kind,
+        endpoint: report
+            .path(kind)
+            .strip_prefix("datacube/")
+            .unwrap_or(report.path(kind)),
+        begin_date: body
+            .as_ref()
+            .and_then(|body| body.get("begin_date")?.as_str().map(String::from)),
+    };
+    let response = respond(&request, query.access_token.unwrap_or_default(), body);
+    sim.state().in_flight -= 1;
+    response
+}
+
+fn respond(request: &Request<'_>, token: String, body: Option<Value>) -> Response {
+    let sim = request.sim;
+    let now = sim.inner.clock.now();
+    let (appid, expires_at) = match sim.token_owner(&token) {
+        _ if token.is_empty() => return request.refuse((41001, "access_token missing"), None),
+        None => {
+            let invalid = "invalid credential, access_token is invalid or not latest";
+            return request.refuse((40001, invalid), None);
+        }
+        Some(found) => found,
+    };
+    if let Some(fault) = sim.take_fault(&appid, request.endpoint) {
+        let (code, response) = fault_response(&fault);
+        return request.answer(code, response, Some(&appid));
+    }
+    if expires_at <= now {
+        return request.refuse((42001, "access_token expired"), Some(&appid));
+    }
+    let Some(body) = body else {
+        return request.refuse((47001, "data format error"), Some(&appid));
+    };
+    match requested(request, &body, now) {
+        Ok(period) => publish(request, &appid, period, now),
+        Err(refused) => request.refuse(refused, Some(&appid)),
+    }
+}
+
+/// The period asked for, which must have ended by yesterday (Beijing time).
+fn requested(request: &Request<'_>, body: &Value, now: DateTime<Utc>) -> Result<Period, Refusal> {
+    let period = request.report.requested(request.kind, body)?;
+    let yesterday = beijing_date(now) - Days::new(1);
+    if period.end() > yesterday {
+        return Err((61501, "date range error"));
+    }
+    Ok(period)
+}
+
+/// The report's answer for `period` once published; nothing (or 61503) before, and nothing
+/// for a period before the app's first day.
+fn publish(request: &Request<'_>, appid: &str, period: Period, now: DateTime<Utc>) -> Response {
+    let app = request
+        .sim
+        .app_by_appid(appid)
+        .expect("tokens are issued to known apps");
+    let model = Model { app };
+    let report = request.report;
+    if now < model.published_at(period) {
+        return match app.not_ready {
+            NotReady::Errcode => request.refuse((61503, "data not ready"), Some(appid)),
+            NotReady::EmptyList => {
+                let empty = Json(report.simulate_empty(period)).into_response();
+                request.answer(0, empty, Some(appid))
+            }
+        };
+    }
+    let answer = if period.start() < app.since {
+        report.simulate_empty(period)
+    } else {
+        report.simulate(&model, period, now)
+    };
+    request.answer(0, Json(answer).into_response(), Some(appid))
+}

@@ -1,0 +1,244 @@
+//! WeChat's wire format, the part every answer shares: JSON objects, errcodes, lenient numbers.
+//!
+//! Parsing is lenient where WeChat is loose and strict where it matters. Any numeric field may
+//! be missing, `null`, a float written as an integer (`"stay_time_session": 211`) or a numeric
+//! string; a field that cannot be read becomes `None` ([`Num`]), never 0, and never fails the
+//! report. `errcode` may be a number or a string; 61503 means "not published yet". A body that
+//! is not a JSON object, or an answer for another period, is a decode error. Each report reads
+//! the rest of its answer with private serde types of its own (see `crate::report`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::WeChatError;
+use crate::period::Period;
+
+/// The errcode WeChat uses for "data not ready".
+const NOT_READY: i64 = 61503;
+
+/// A number as WeChat may write it; anything unreadable is `None`. Use it for every numeric
+/// field of a wire type, with `#[serde(default)]`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Num(pub Option<f64>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Num(number(&Value::deserialize(deserializer)?)))
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|number| number.is_finite())
+}
+
+/// An access-token answer, from WeChat or from an external token service.
+#[derive(Deserialize)]
+pub(super) struct TokenAnswer {
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Num,
+}
+
+impl TokenAnswer {
+    /// A bare token with no lifetime, as a plain token file holds it.
+    pub fn bare(token: &str) -> TokenAnswer {
+        TokenAnswer {
+            access_token: Some(token.to_string()),
+            expires_in: Num(None),
+        }
+    }
+
+    /// The lifetime WeChat granted, in seconds, if it said one.
+    pub fn expires_in(&self) -> Option<u64> {
+        self.expires_in
+            .0
+            .filter(|seconds| *seconds > 0.0)
+            .map(|seconds| seconds as u64)
+    }
+}
+
+/// Reads a body as a JSON object; anything else (HTML, truncated JSON, an array) is a decode
+/// error.
+fn object(body: &[u8]) -> Result<Value, WeChatError> {
+    match serde_json::from_slice(body).map_err(decode_error)? {
+        value @ Value::Object(_) => Ok(value),
+        other => Err(WeChatError::Decode(format!(
+            "expected a JSON object, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads a body as WeChat answers it: `Ok(None)` for "not ready" (errcode 61503), `Err` for
+/// another errcode or a body that is not a JSON object, else the object.
+pub fn answer(body: &[u8]) -> Result<Option<Value>, WeChatError> {
+    let answer = object(body)?;
+    Ok((!check_errcode(&answer)?).then_some(answer))
+}
+
+/// Reads the errcode of an answer: `Err` for a non-zero one, `Ok(true)` for "not ready".
+fn check_errcode(answer: &Value) -> Result<bool, WeChatError> {
+    let errcode = answer
+        .get("errcode")
+        .and_then(number)
+        .map(|code| code as i64);
+    match errcode {
+        None | Some(0) => Ok(false),
+        Some(NOT_READY) => Ok(true),
+        Some(errcode) => Err(WeChatError::Api {
+            errcode,
+            errmsg: match answer.get("errmsg") {
+                Some(Value::String(text)) => text.clone(),
+                None | Some(Value::Null) => String::new(),
+                Some(other) => other.to_string(),
+            },
+        }),
+    }
+}
+
+/// Reads an answer object into a report's wire type.
+pub fn read<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, WeChatError> {
+    serde_json::from_value(answer).map_err(decode_error)
+}
+
+/// Parses a token answer, or the errcode it carries.
+pub(super) fn parse_token(body: &[u8]) -> Result<TokenAnswer, WeChatError> {
+    let answer = object(body)?;
+    check_errcode(&answer)?;
+    read(answer)
+}
+
+fn decode_error(error: serde_json::Error) -> WeChatError {
+    WeChatError::Decode(error.to_string())
+}
+
+/// Checks that an answer's `ref_date`, when present, names the period asked for.
+pub fn check_ref_date(ref_date: Option<&str>, period: Period) -> Result<(), WeChatError> {
+    match ref_date {
+        Some(text) if Period::parse_ref_date(text) != Some(period) => Err(WeChatError::Decode(
+            format!("answer is for ref_date {text:?}, not {}", period.ref_date()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A whole number, if `value` is one.
+pub fn integer(value: Option<f64>) -> Option<i64> {
+    value.filter(|v| v.fract() == 0.0).map(|v| v as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcode_61503_means_not_ready_and_may_be_a_string() {
+        assert_eq!(
+            answer(br#"{"errcode":61503,"errmsg":"data not ready"}"#),
+            Ok(None)
+        );
+        assert_eq!(answer(br#"{"errcode":"61503"}"#), Ok(None));
+    }
+
+    #[test]
+    fn errcodes_become_errors_whether_number_or_string() {
+        for body in [
+            r#"{"errcode":40001,"errmsg":"invalid credential"}"#,
+            r#"{"errcode":"40001","errmsg":"invalid credential"}"#,
+        ] {
+            assert_eq!(
+                answer(body.as_bytes()),
+                Err(WeChatError::Api {
+                    errcode: 40001,
+                    errmsg: "invalid credential".into()
+                })
+            );
+        }
+        assert!(matches!(
+            answer(br#"{"errcode":-1}"#),
+            Err(WeChatError::Api { errcode: -1, .. })
+        ));
+        // errcode 0 with data is a success.
+        let body = br#"{"errcode":0,"errmsg":"ok","list":[{"ref_date":"20170313","visit_uv":5}]}"#;
+        assert!(matches!(answer(body), Ok(Some(_))));
+    }
+
+    #[test]
+    fn garbage_and_truncated_bodies_are_decode_errors() {
+        for body in [
+            "<html>502 Bad Gateway</html>",
+            r#"{"list":[{"ref_date":"2017"#,
+            "",
+            "[1,2]",
+        ] {
+            assert!(
+                matches!(answer(body.as_bytes()), Err(WeChatError::Decode(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_for_another_period_is_refused() {
+        let day = Period::parse_ref_date("20170313").unwrap();
+        assert!(check_ref_date(Some("20170313"), day).is_ok());
+        assert!(check_ref_date(None, day).is_ok());
+        assert!(matches!(
+            check_ref_date(Some("20170312"), day),
+            Err(WeChatError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn numbers_are_read_leniently_and_never_invented() {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            a: Num,
+            #[serde(default)]
+            b: Num,
+            #[serde(default)]
+            c: Num,
+            #[serde(default)]
+            d: Num,
+            #[serde(default)]
+            e: Num,
+        }
+        let wire: Wire =
+            read(serde_json::json!({"a": 211, "b": "12.5", "c": null, "d": "n/a"})).unwrap();
+        assert_eq!(
+            [wire.a.0, wire.b.0, wire.c.0, wire.d.0, wire.e.0],
+            [Some(211.0), Some(12.5), None, None, None]
+        );
+        assert_eq!(integer(Some(3.0)), Some(3));
+        assert_eq!(integer(Some(1.5)), None);
+    }
+
+    #[test]
+    fn token_answers_are_read_and_token_errors_reported() {
+        let token = parse_token(br#"{"access_token":"ACCESS","expires_in":7200}"#).unwrap();
+        assert_eq!(token.access_token.as_deref(), Some("ACCESS"));
+        assert_eq!(token.expires_in(), Some(7200));
+        assert!(matches!(
+            parse_token(br#"{"errcode":40125,"errmsg":"invalid appsecret"}"#),
+            Err(WeChatError::Api { errcode: 40125, .. })
+        ));
+    }
+}
