@@ -17,6 +17,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::report::Report;
+
 /// The environment prefix of every configuration key.
 pub const ENV_PREFIX: &str = "WECHAT_MINIPROGRAM_";
 
@@ -98,8 +100,26 @@ pub struct Polling {
 /// The `[reports]` table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reports {
+    /// The reports polled and backfilled, by their `report` label.
+    pub enabled: Vec<String>,
     /// How many pages (by visits) are exported per app.
     pub pages_top: usize,
+    /// How many entries of each portrait dimension (the largest) are exported, per range and
+    /// cohort.
+    pub portrait_top: usize,
+    /// The portrait ranges, in days: 1, 7 or 30, each ending yesterday.
+    pub portrait_ranges: Vec<u32>,
+    /// How many JS error groups (by pv) are exported per error type.
+    pub js_errors_top: usize,
+    /// How often the API quota is asked, when the `quota` report is enabled.
+    pub quota_interval: Duration,
+}
+
+impl Reports {
+    /// Whether the report named `name` is polled.
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.enabled.iter().any(|enabled| enabled == name)
+    }
 }
 
 /// One Mini Program, from `[apps.NAME]`.
@@ -209,7 +229,12 @@ struct RawPolling {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReports {
+    enabled: Vec<String>,
     pages_top: i64,
+    portrait_top: i64,
+    portrait_ranges: Vec<String>,
+    js_errors_top: i64,
+    quota_interval: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -241,7 +266,17 @@ impl Default for RawConfig {
                 concurrency: 4,
                 request_timeout: "30s".into(),
             },
-            reports: RawReports { pages_top: 20 },
+            reports: RawReports {
+                enabled: Report::all()
+                    .filter(|report| !report.opt_in())
+                    .map(|report| report.name().to_string())
+                    .collect(),
+                pages_top: 20,
+                portrait_top: 30,
+                portrait_ranges: vec!["1d".into(), "7d".into(), "30d".into()],
+                js_errors_top: 10,
+                quota_interval: "6h".into(),
+            },
             apps: BTreeMap::new(),
         }
     }
@@ -432,17 +467,88 @@ impl RawPolling {
 
 impl RawReports {
     fn validate(&self, problems: &mut Problems) -> Reports {
-        let pages_top = usize::try_from(self.pages_top).unwrap_or(0);
-        if !(1..=200).contains(&pages_top) {
+        let mut count =
+            |key: &str, value: i64, range: std::ops::RangeInclusive<usize>, why: &str| {
+                let count = usize::try_from(value).unwrap_or(0);
+                if !range.contains(&count) {
+                    let (low, high) = (range.start(), range.end());
+                    problems.add(
+                        key,
+                        format!("{value} must be between {low} and {high}{why}"),
+                    );
+                }
+                count
+            };
+        let pages_top = count(
+            "reports.pages_top",
+            self.pages_top,
+            1..=200,
+            " (WeChat answers the top 200 pages)",
+        );
+        let portrait_top = count("reports.portrait_top", self.portrait_top, 1..=500, "");
+        let js_errors_top = count(
+            "reports.js_errors_top",
+            self.js_errors_top,
+            1..=100,
+            " (WeChat answers 30 groups per call)",
+        );
+        Reports {
+            enabled: self.enabled(problems),
+            pages_top,
+            portrait_top,
+            portrait_ranges: self.portrait_ranges(problems),
+            js_errors_top,
+            quota_interval: problems.duration("reports.quota_interval", &self.quota_interval),
+        }
+    }
+
+    /// Every name must be a report of the registry.
+    fn enabled(&self, problems: &mut Problems) -> Vec<String> {
+        let mut enabled: Vec<String> = Vec::new();
+        for name in &self.enabled {
+            let name = name.trim();
+            if Report::by_name(name).is_none() {
+                let known: Vec<&str> = Report::all().map(|report| report.name()).collect();
+                problems.add(
+                    "reports.enabled",
+                    format!(
+                        "{name:?} is not a report; the reports are {}",
+                        known.join(", ")
+                    ),
+                );
+            } else if !enabled.iter().any(|other| other == name) {
+                enabled.push(name.to_string());
+            }
+        }
+        enabled
+    }
+
+    fn portrait_ranges(&self, problems: &mut Problems) -> Vec<u32> {
+        let mut ranges: Vec<u32> = Vec::new();
+        for range in &self.portrait_ranges {
+            let days = match range.trim() {
+                "1d" => 1,
+                "7d" => 7,
+                "30d" => 30,
+                other => {
+                    problems.add(
+                        "reports.portrait_ranges",
+                        format!("{other:?} is not a portrait range; WeChat offers \"1d\", \"7d\" and \"30d\""),
+                    );
+                    continue;
+                }
+            };
+            if !ranges.contains(&days) {
+                ranges.push(days);
+            }
+        }
+        if ranges.is_empty() && self.enabled.iter().any(|name| name == "user_portrait") {
             problems.add(
-                "reports.pages_top",
-                format!(
-                    "{} must be between 1 and 200 (WeChat answers the top 200 pages)",
-                    self.pages_top
-                ),
+                "reports.portrait_ranges",
+                "is empty; list at least one of \"1d\", \"7d\" and \"30d\", or remove user_portrait from reports.enabled",
             );
         }
-        Reports { pages_top }
+        ranges
     }
 }
 

@@ -68,6 +68,16 @@ fn escape_label_value(out: &mut String, value: &str) {
     }
 }
 
+/// A label value from free text that WeChat sends (a name, a message): control characters
+/// become spaces and the text is cut to `max` characters, so that no answer can make a label
+/// unbounded. The writer escapes the rest.
+pub fn bounded_label(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// A sample value as the text formats write it.
 pub fn format_value(value: f64) -> String {
     if value.is_nan() {
@@ -128,6 +138,14 @@ mod tests {
             out,
             "# HELP full Something.\n# TYPE full gauge\nfull{appid=\"wx1\",app=\"shop\",page=\"a\\\"b\\\\c\\nd\"} 1.5\n"
         );
+    }
+
+    #[test]
+    fn free_text_labels_are_cut_and_lose_control_characters() {
+        assert_eq!(bounded_label("广东省", 100), "广东省");
+        assert_eq!(bounded_label("a\r\nb\tc", 100), "a  b c");
+        assert_eq!(bounded_label(&"x".repeat(10_000), 100).len(), 100);
+        assert_eq!(bounded_label("日本語テキスト", 3), "日本語");
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! once it holds that period; it is not fetched again. When WeChat has not published the
 //! period yet (an answer that holds nothing, or 61503), the job asks again after
 //! `polling.not_ready_retry` and the previous period stays exported. The report that gates
-//! its kind (the visit trend) goes first: while it is not published, the other reports of
-//! that kind are not asked either, since WeChat publishes them together. At start-up, a job
-//! whose latest period is not out yet fetches the one before, so a new exporter shows what a
-//! long-running one would.
+//! its kind (the visit trend) goes first: while it finds its period unpublished, the other
+//! reports of that kind do not ask for it either, since WeChat publishes them together (and
+//! an answer that holds nothing, such as "no JS error", must not pass for data). At
+//! start-up, a job whose latest period is not out yet fetches the one before, so a new
+//! exporter shows what a long-running one would; a report WeChat keeps no past of (the
+//! portrait) waits. A report fetched while its period lasts (the quota) refreshes on its own
+//! interval.
 //!
 //! Errors are per job and per app, never global; what follows an error is the shared
 //! [`policy`](crate::policy). A report that needs several calls keeps the answers it got when
@@ -26,9 +29,9 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{Polling, Reports};
-use crate::period::{Period, PeriodKind};
+use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
-use crate::report::{Held, Piece, Report, SnapshotData};
+use crate::report::{Held, Piece, Publication, Report, SnapshotData};
 use crate::sink::{JobStatus, Sink};
 use crate::wechat::client::{AppConnection, Client};
 use crate::wechat::{ErrorClass, WeChatError};
@@ -51,21 +54,26 @@ type Pieces = BTreeMap<usize, Option<Piece>>;
 struct Job {
     report: Report,
     kind: PeriodKind,
+    /// For a report fetched again while its period lasts (the quota): how often.
+    refresh: Option<Duration>,
     held: Option<Period>,
     last_success: Option<DateTime<Utc>>,
     next_attempt: DateTime<Utc>,
     failures: u32,
     last_error: Option<String>,
+    /// The job has found its period unpublished once, and asked for the one before where
+    /// WeChat keeps it.
     tried_previous: bool,
     /// The answers already fetched for a period whose other calls failed.
     partial: Option<(Period, Pieces)>,
 }
 
 impl Job {
-    fn new(report: Report, kind: PeriodKind) -> Job {
+    fn new(report: Report, kind: PeriodKind, reports: &Reports) -> Job {
         Job {
             report,
             kind,
+            refresh: report.refresh(reports),
             held: None,
             last_success: None,
             next_attempt: DateTime::<Utc>::MIN_UTC,
@@ -76,10 +84,34 @@ impl Job {
         }
     }
 
+    /// The period the job aims at: the latest completed one, or the current one for a job
+    /// that refreshes.
+    fn target(&self, now: DateTime<Utc>) -> Period {
+        match self.refresh {
+            None => Period::latest_completed(self.kind, now),
+            Some(_) => Period::containing(self.kind, beijing_date(now)),
+        }
+    }
+
+    /// When what the job holds goes stale: the end of the period after it (a new one is
+    /// then complete), or the next refresh.
+    fn stale_at(&self, held: Period) -> DateTime<Utc> {
+        let refresh = self.refresh.zip(self.last_success);
+        match refresh {
+            None => held.next().end_instant(),
+            Some((every, last)) => (last + every).min(held.end_instant()),
+        }
+    }
+
+    /// Whether the job holds what it wants at `now`.
+    fn is_done(&self, now: DateTime<Utc>) -> bool {
+        self.held
+            .is_some_and(|held| held == self.target(now) && now < self.stale_at(held))
+    }
+
     /// The period the job wants at `now`, if it does not hold it and may ask now.
     fn due(&self, now: DateTime<Utc>) -> Option<Period> {
-        let target = Period::latest_completed(self.kind, now);
-        (self.held != Some(target) && now >= self.next_attempt).then_some(target)
+        (!self.is_done(now) && now >= self.next_attempt).then(|| self.target(now))
     }
 }
 
@@ -87,6 +119,15 @@ enum Outcome {
     Fetched,
     NotReady,
     Failed(ErrorClass),
+}
+
+/// What an attempt asks for.
+enum Ask {
+    /// The job's target period (and the one before if the target is not out yet).
+    Target,
+    /// Not the target, which the gate found unpublished; the period before if the gate holds
+    /// it (`true`).
+    PreviousOnly(bool),
 }
 
 /// What a fetch found: a snapshot, or nothing published.
@@ -103,6 +144,8 @@ pub struct AppPoller {
     clock: Clock,
     jobs: Vec<Job>,
     blocked_until: Option<DateTime<Utc>>,
+    /// Per kind, the period its gate last found unpublished, and when the gate asks again.
+    unpublished: BTreeMap<PeriodKind, (Period, DateTime<Utc>)>,
 }
 
 impl AppPoller {
@@ -115,12 +158,12 @@ impl AppPoller {
         settings: Arc<Settings>,
         clock: Clock,
     ) -> AppPoller {
+        let reports = &settings.reports;
         let jobs = Report::all()
+            .filter(|report| report.is_enabled(reports))
             .flat_map(|report| {
-                report
-                    .kinds()
-                    .iter()
-                    .map(move |kind| Job::new(report, *kind))
+                let kinds = report.kinds().iter();
+                kinds.map(move |kind| Job::new(report, *kind, reports))
             })
             .collect();
         AppPoller {
@@ -132,6 +175,7 @@ impl AppPoller {
             clock,
             jobs,
             blocked_until: None,
+            unpublished: BTreeMap::new(),
         }
     }
 
@@ -184,9 +228,11 @@ impl AppPoller {
         self.attempt_due(now).await;
     }
 
-    /// Attempts the due jobs in order; the reports of a kind whose gate is not published wait.
+    /// Attempts the due jobs in order. The report that gates a kind goes first; while it
+    /// finds its period unpublished, the other reports of the kind do not ask for that period
+    /// (an answer that holds nothing could pass for zeros): a job that holds nothing yet shows
+    /// the period before, where WeChat keeps it, and the others wait for the gate's retry.
     async fn attempt_due(&mut self, now: DateTime<Utc>) {
-        let mut unpublished: BTreeMap<PeriodKind, DateTime<Utc>> = BTreeMap::new();
         for job in 0..self.jobs.len() {
             let Some(target) = self.jobs[job].due(now) else {
                 continue;
@@ -194,25 +240,48 @@ impl AppPoller {
             let Job {
                 report,
                 kind,
+                refresh,
                 held,
                 tried_previous,
                 ..
             } = self.jobs[job];
-            // A job that has never asked still does, to fall back to the previous period.
-            let gated = !report.gates() && (held.is_some() || tried_previous);
-            if let Some(retry) = unpublished.get(&kind).filter(|_| gated) {
-                self.jobs[job].next_attempt = *retry;
-                self.publish_status(job);
-                continue;
-            }
-            match self.attempt(job, target).await {
-                Outcome::NotReady if report.gates() => {
-                    unpublished.insert(kind, self.jobs[job].next_attempt);
+            let gated = !report.gates() && refresh.is_none();
+            let waiting = self.unpublished.get(&kind).copied();
+            let outcome = match waiting.filter(|(period, _)| gated && *period == target) {
+                Some((_, retry)) if held.is_some() || tried_previous => {
+                    self.jobs[job].next_attempt = retry;
+                    self.publish_status(job);
+                    continue;
                 }
-                Outcome::Failed(ErrorClass::DailyQuota | ErrorClass::MinuteQuota) => break,
-                Outcome::Fetched | Outcome::NotReady | Outcome::Failed(_) => {}
+                Some(_) => {
+                    let gate_has_previous = self.gate_holds(kind, target.prev());
+                    let ask = Ask::PreviousOnly(gate_has_previous);
+                    self.attempt(job, target, ask).await
+                }
+                None => self.attempt(job, target, Ask::Target).await,
+            };
+            if report.gates() {
+                match outcome {
+                    Outcome::NotReady => {
+                        let retry = self.jobs[job].next_attempt;
+                        self.unpublished.insert(kind, (target, retry));
+                    }
+                    Outcome::Fetched | Outcome::Failed(_) => {
+                        self.unpublished.remove(&kind);
+                    }
+                }
+            }
+            if let Outcome::Failed(ErrorClass::DailyQuota | ErrorClass::MinuteQuota) = outcome {
+                break;
             }
         }
+    }
+
+    /// Whether the report that gates `kind` holds `period`.
+    fn gate_holds(&self, kind: PeriodKind, period: Period) -> bool {
+        self.jobs
+            .iter()
+            .any(|job| job.kind == kind && job.report.gates() && job.held == Some(period))
     }
 
     /// When the next round has something to do.
@@ -220,13 +289,9 @@ impl AppPoller {
         let wake = self
             .jobs
             .iter()
-            .map(|job| {
-                let target = Period::latest_completed(job.kind, now);
-                if job.held == Some(target) {
-                    target.next().end_instant()
-                } else {
-                    job.next_attempt.max(now)
-                }
+            .map(|job| match job.held {
+                Some(held) if job.is_done(now) => job.stale_at(held),
+                _ => job.next_attempt.max(now),
             })
             .min()
             .unwrap_or(now);
@@ -236,20 +301,30 @@ impl AppPoller {
         }
     }
 
-    async fn attempt(&mut self, job: usize, target: Period) -> Outcome {
-        let mut found = self.fetch_period(job, target).await;
+    async fn attempt(&mut self, job: usize, target: Period, ask: Ask) -> Outcome {
+        let mut found = match ask {
+            Ask::Target => self.fetch_period(job, target).await,
+            Ask::PreviousOnly(_) => Ok(None),
+        };
         let now = self.clock.now();
 
         // A new exporter whose latest period is not out yet shows the one before, as a
-        // long-running exporter would at this hour.
+        // long-running exporter would at this hour; WeChat keeps no past period of a report
+        // without history (the portrait).
         let state = &mut self.jobs[job];
-        if matches!(found, Ok(None)) && state.held.is_none() && !state.tried_previous {
+        let first_time = state.held.is_none() && !state.tried_previous;
+        let has_past = state.refresh.is_none()
+            && state.report.has_history()
+            && !matches!(ask, Ask::PreviousOnly(false));
+        if matches!(found, Ok(None)) && first_time {
             state.tried_previous = true;
-            let previous = target.prev();
-            match self.fetch_period(job, previous).await {
-                Ok(Some(snapshot)) => self.hold(job, previous, snapshot, now),
-                Ok(None) => {}
-                Err(error) => found = Err(error),
+            if has_past {
+                let previous = target.prev();
+                match self.fetch_period(job, previous).await {
+                    Ok(Some(snapshot)) => self.hold(job, previous, snapshot, now),
+                    Ok(None) => {}
+                    Err(error) => found = Err(error),
+                }
             }
         }
 
@@ -314,7 +389,7 @@ impl AppPoller {
             &self.settings.polling,
             fastrand::f64(),
         );
-        let remedy = error.remedy().map(|fix| fix.replace("<name>", app));
+        let remedy = error.remedy(app, state.report.name());
         if log || reaction.pause_app {
             let attempt = Attempt {
                 app,
@@ -359,11 +434,15 @@ impl AppPoller {
 
     fn publish_status(&self, job: usize) {
         let state = &self.jobs[job];
-        let target = Period::latest_completed(state.kind, self.clock.now());
+        let now = self.clock.now();
+        let next_attempt = match state.held {
+            Some(held) if state.is_done(now) => state.refresh.map(|_| state.stale_at(held)),
+            _ => Some(state.next_attempt),
+        };
         let status = JobStatus {
             held: state.held,
             last_success: state.last_success,
-            next_attempt: (state.held != Some(target)).then_some(state.next_attempt),
+            next_attempt,
             last_error: state.last_error.clone(),
         };
         self.sink.status(self.app, state.report, state.kind, status);
@@ -386,7 +465,9 @@ impl AppPoller {
             let parse = |answer| report.parse(call, answer);
             match self.client.fetch(&self.connection, call, parse).await {
                 // Without the first answer the period is not published.
-                Ok(None) if number == 0 => return Ok(None),
+                Ok(None) if number == 0 && report.publication() == Publication::First => {
+                    return Ok(None)
+                }
                 Ok(piece) => {
                     pieces.insert(number, piece);
                 }

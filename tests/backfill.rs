@@ -86,24 +86,51 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
     assert!(stderr.contains("0 failed"), "{stderr}");
     assert!(!stderr.contains("secret-shop"), "{stderr}");
 
-    // Each (app, report, period) was asked for once.
+    // Each (app, report, period) was asked for once; 30 days of launch times or performance
+    // data in one call.
     let mut asked = BTreeMap::new();
-    for call in sim
-        .calls()
-        .into_iter()
-        .filter(|call| call.begin_date.is_some())
-    {
+    for call in sim.calls().into_iter().filter(|call| call.body.is_some()) {
         assert_eq!(call.errcode, 0, "{call:?}");
         *asked
-            .entry((call.appid, call.endpoint, call.begin_date))
+            .entry((call.appid, call.endpoint, call.body))
             .or_insert(0) += 1;
     }
     assert!(asked.values().all(|&n| n == 1), "{asked:?}");
-    let datacube_calls = asked.len();
+    let datacube_calls = asked
+        .keys()
+        .filter(|(_, endpoint, _)| !endpoint.contains('/'))
+        .count();
+    let other_calls = asked.len() - datacube_calls;
+    let per_app = |endpoint: &str| {
+        asked
+            .keys()
+            .filter(|(appid, e, _)| e == endpoint && appid.as_deref() == Some("wx1111111111111111"))
+            .count()
+    };
+    assert_eq!(
+        per_app("wxaapi/log/get_performance"),
+        2 * 3,
+        "40 days: two spans, three phases"
+    );
+    assert_eq!(
+        per_app("wxa/business/performance/boot"),
+        2 * 5,
+        "40 days: two spans, five modules"
+    );
+    assert_eq!(
+        per_app("wxaapi/log/jserr_list"),
+        40 * 3,
+        "one day and type a call"
+    );
+    assert_eq!(
+        per_app("getweanalysisappiduserportrait"),
+        0,
+        "no history of the portrait"
+    );
     assert!(
         stderr.contains(&format!(
-            "{} API calls ({datacube_calls} datacube, 2 token)",
-            datacube_calls + 2
+            "{} API calls ({datacube_calls} datacube, {other_calls} other, 2 token)",
+            asked.len() + 2
         )),
         "{stderr}"
     );

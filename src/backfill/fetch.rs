@@ -20,7 +20,7 @@ use crate::config::{App, Config, Polling};
 use crate::policy::react;
 use crate::report::Piece;
 use crate::wechat::client::{AppConnection, Client, Observer};
-use crate::wechat::{ErrorClass, WeChatError};
+use crate::wechat::{Call, ErrorClass, WeChatError};
 
 /// Attempts at one call before it is reported as failed (transient errors only; a
 /// configuration error or the daily quota stops the app at once).
@@ -32,16 +32,20 @@ pub const MINUTE_QUOTA_WAITS: u32 = 10;
 /// Counts the calls the client makes.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    pub(super) reports: AtomicU64,
+    pub(super) datacube: AtomicU64,
+    pub(super) other: AtomicU64,
     pub(super) token: AtomicU64,
 }
 
 impl Observer for Calls {
     fn request(&self, _: &App, endpoint: &str, _: Duration, _: Option<&WeChatError>) {
+        // Datacube endpoints are labelled by their name, the other APIs by their path.
         let counter = if endpoint.contains("token") {
             &self.token
+        } else if endpoint.contains('/') {
+            &self.other
         } else {
-            &self.reports
+            &self.datacube
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -52,8 +56,8 @@ impl Observer for Calls {
 /// The end of one call.
 #[derive(Debug)]
 pub(super) enum Fetched {
-    /// What the report read of the answer.
-    Data(Piece),
+    /// What the report read of the answer: pieces, each under the call it stands for.
+    Data(Vec<(Call, Piece)>),
     /// WeChat has nothing for the call (an answer that holds nothing, or 61503).
     Empty,
     /// Given up, after this many attempts (0: not attempted, the app was stopped).
@@ -133,7 +137,10 @@ async fn work(shared: Arc<Shared>) {
 /// quota, and stop the app on a configuration error or the daily quota.
 async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
     let connection = &shared.connections[unit.app];
-    let parse = |answer| unit.report.parse(&unit.call, answer);
+    let parse = |answer| {
+        let pieces = unit.report.parse_history(&unit.call, answer)?;
+        Ok((!pieces.is_empty()).then_some(pieces))
+    };
     let mut attempts = 0;
     let mut minute_waits = 0;
     loop {
@@ -142,7 +149,7 @@ async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
         }
         attempts += 1;
         let error = match shared.client.fetch(connection, &unit.call, parse).await {
-            Ok(Some(piece)) => return Fetched::Data(piece),
+            Ok(Some(pieces)) => return Fetched::Data(pieces),
             Ok(None) => return Fetched::Empty,
             Err(error) => error,
         };

@@ -66,8 +66,10 @@ pub struct Summary {
     /// Periods of the range published less than 3 hours before the run (or not yet), left
     /// to the running exporter.
     pub late: usize,
-    /// Report calls made, retries included.
-    pub report_calls: u64,
+    /// Datacube calls made, retries included.
+    pub datacube_calls: u64,
+    /// Calls to the other report APIs (performance, JS errors), retries included.
+    pub other_calls: u64,
     /// Token calls made.
     pub token_calls: u64,
 }
@@ -76,12 +78,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} periods fetched, {} skipped (no data at WeChat), {} failed; {} API calls ({} datacube, {} token)",
+            "{} periods fetched, {} skipped (no data at WeChat), {} failed; {} API calls ({} datacube, {} other, {} token)",
             self.fetched,
             self.skipped,
             self.failed.len(),
-            self.report_calls + self.token_calls,
-            self.report_calls,
+            self.datacube_calls + self.other_calls + self.token_calls,
+            self.datacube_calls,
+            self.other_calls,
             self.token_calls
         )?;
         if self.late > 0 {
@@ -99,14 +102,26 @@ impl fmt::Display for Summary {
 pub struct History {
     plan: Plan,
     results: HashMap<Unit, Fetched>,
+    /// Every piece fetched, under the call of its period it stands for.
+    pieces: HashMap<Unit, Piece>,
     calls: Arc<Calls>,
 }
 
 impl History {
     pub(super) fn new(plan: Plan, results: HashMap<Unit, Fetched>, calls: Arc<Calls>) -> History {
+        let mut pieces = HashMap::new();
+        for (unit, fetched) in &results {
+            if let Fetched::Data(found) = fetched {
+                for (call, piece) in found {
+                    let call = call.clone();
+                    pieces.insert(Unit { call, ..*unit }, piece.clone());
+                }
+            }
+        }
         History {
             plan,
             results,
+            pieces,
             calls,
         }
     }
@@ -118,7 +133,8 @@ impl History {
             skipped: 0,
             failed: Vec::new(),
             late: self.plan.late,
-            report_calls: self.calls.reports.load(Ordering::Relaxed),
+            datacube_calls: self.calls.datacube.load(Ordering::Relaxed),
+            other_calls: self.calls.other.load(Ordering::Relaxed),
             token_calls: self.calls.token.load(Ordering::Relaxed),
         };
         for unit in &self.plan.units {
@@ -136,8 +152,8 @@ impl History {
 
     fn failure(&self, unit: &Unit, error: &crate::wechat::WeChatError, attempts: u32) -> Failure {
         let app = &self.plan.apps[unit.app].name;
-        let error = match error.remedy() {
-            Some(fix) => format!("{error}; fix: {}", fix.replace("<name>", app)),
+        let error = match error.remedy(app, unit.report.name()) {
+            Some(fix) => format!("{error}; fix: {fix}"),
             None => error.to_string(),
         };
         Failure {
@@ -159,20 +175,33 @@ impl History {
     }
 
     /// What the agent would have held of `report` for `period`: its calls' answers,
-    /// assembled.
+    /// assembled; nothing of a period that the report gating the kind found unpublished (the
+    /// agent does not ask for it: an answer that holds nothing could pass for zeros).
     fn snapshot(
         &self,
         app: usize,
         report: Report,
         period: Period,
     ) -> Option<Arc<dyn SnapshotData>> {
-        let calls = report.calls(period, &self.plan.reports);
+        let reports = &self.plan.reports;
+        let gate = Report::all().find(|gate| {
+            gate.gates() && gate.kinds().contains(&period.kind()) && gate.is_backfilled(reports)
+        });
+        if let Some(gate) = gate.filter(|gate| *gate != report) {
+            let first = gate.calls(period, reports).into_iter().next()?;
+            let unit = Unit {
+                app,
+                report: gate,
+                call: first,
+            };
+            if let Some(Fetched::Empty) = self.results.get(&unit) {
+                return None;
+            }
+        }
+        let calls = report.calls(period, reports);
         let pieces: Vec<Option<&Piece>> = calls
             .into_iter()
-            .map(|call| match self.results.get(&Unit { app, report, call }) {
-                Some(Fetched::Data(piece)) => Some(piece),
-                _ => None,
-            })
+            .map(|call| self.pieces.get(&Unit { app, report, call }))
             .collect();
         report.assemble(period, &pieces, &self.plan.reports)
     }
@@ -220,7 +249,8 @@ impl History {
     /// Every (report, kind, period) of the plan, at the instant it appears, in time order.
     fn events(&self) -> Vec<(DateTime<Utc>, Report, PeriodKind, Period)> {
         let mut events = Vec::new();
-        for report in Report::all() {
+        let reports = &self.plan.reports;
+        for report in Report::all().filter(|report| report.is_backfilled(reports)) {
             for &kind in report.kinds() {
                 for &period in &self.plan.periods[&kind] {
                     events.push((self.plan.visible(period), report, kind, period));

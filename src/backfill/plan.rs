@@ -87,7 +87,9 @@ pub fn plan(config: &Config, options: &Options, now: DateTime<Utc>) -> Result<Pl
             .into_iter()
             .partition(|period| visible(*period, options.published_at) < cutoff);
         let reports = Report::all()
-            .filter(|report| report.kinds().contains(&kind))
+            .filter(|report| {
+                report.is_backfilled(&config.reports) && report.kinds().contains(&kind)
+            })
             .count();
         late += after.len() * reports * apps.len();
         periods.insert(kind, ready);
@@ -166,17 +168,19 @@ fn chosen_apps(config: &Config, names: &[String]) -> Result<Vec<App>, String> {
     Ok(chosen)
 }
 
-/// Every call of every report of every app for `periods`, each once; oldest first, the apps
-/// side by side, so that progress is even and a late failure costs little.
+/// Every call of every enabled report of every app for `periods`, each once; oldest first,
+/// the apps side by side, so that progress is even and a late failure costs little.
 fn units(apps: usize, periods: &BTreeMap<PeriodKind, Vec<Period>>, reports: &Reports) -> Vec<Unit> {
     let mut units = BTreeSet::new();
-    for app in 0..apps {
-        for report in Report::all() {
-            for kind in report.kinds() {
-                for &period in &periods[kind] {
-                    for call in report.calls(period, reports) {
-                        units.insert(Unit { app, report, call });
-                    }
+    for report in Report::all().filter(|report| report.is_backfilled(reports)) {
+        for kind in report.kinds() {
+            for call in report.history_calls(&periods[kind], reports) {
+                for app in 0..apps {
+                    units.insert(Unit {
+                        app,
+                        report,
+                        call: call.clone(),
+                    });
                 }
             }
         }
@@ -308,8 +312,9 @@ mod tests {
             plan.periods[&PeriodKind::Daily].last().unwrap().start(),
             day("2024-03-09")
         );
-        // Yesterday's 4 daily reports and the week ending yesterday (trend and retention), per app.
-        assert_eq!(plan.late, 2 * (4 + 2));
+        // Yesterday's 8 daily reports with history (not the portrait) and the week ending
+        // yesterday (trend and retention), per app.
+        assert_eq!(plan.late, 2 * (8 + 2));
         assert_eq!(plan.end, utc("2024-03-11T00:00:00Z"));
     }
 

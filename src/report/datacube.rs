@@ -17,23 +17,30 @@ pub fn call(path: &'static str, period: Period) -> Call {
     Call {
         asks: period,
         path,
+        part: 0,
         body: body.to_string(),
     }
 }
 
-/// Simulation: the period of `kind` a datacube body names, or 61500 (not `yyyymmdd`) or 61501
-/// (not exactly one aligned period).
-pub fn requested(kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
+/// Simulation: the `begin_date` and `end_date` of a body, or 61500 if either is not
+/// `yyyymmdd`.
+pub fn dates(body: &Value) -> Result<(NaiveDate, NaiveDate), Refusal> {
     let date = |value: Option<&Value>| {
         value
             .and_then(Value::as_str)
             .filter(|text| text.len() == 8)
             .and_then(|text| NaiveDate::parse_from_str(text, "%Y%m%d").ok())
     };
-    let (Some(begin), Some(end)) = (date(body.get("begin_date")), date(body.get("end_date")))
-    else {
-        return Err((61500, "date format error"));
-    };
+    match (date(body.get("begin_date")), date(body.get("end_date"))) {
+        (Some(begin), Some(end)) => Ok((begin, end)),
+        _ => Err((61500, "date format error")),
+    }
+}
+
+/// Simulation: the period of `kind` a datacube body names, or 61500 (not `yyyymmdd`) or 61501
+/// (not exactly one aligned period).
+pub fn requested(kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
+    let (begin, end) = dates(body)?;
     let period = Period::containing(kind, begin);
     if period.start() != begin || period.end() != end {
         return Err((61501, "date range error"));

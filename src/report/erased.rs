@@ -10,14 +10,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{Refusal, ReportSpec};
+use super::{Publication, ReportSpec};
 use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::Model;
+use crate::simulation::model::{Refusal, Request};
 use crate::wechat::{Call, WeChatError};
 
 /// One call's answer, read by its report.
@@ -36,13 +35,25 @@ pub trait AnyReport: Sync {
     fn kinds(&self) -> &'static [PeriodKind];
     /// Whether the report goes first for its kinds.
     fn gates(&self) -> bool;
+    /// Whether the report is left out of `reports.enabled` by default.
+    fn opt_in(&self) -> bool;
+    /// What tells that a period is published.
+    fn publication(&self) -> Publication;
+    /// Whether WeChat answers past periods.
+    fn has_history(&self) -> bool;
+    /// How often the current period is fetched again, if it is.
+    fn refresh(&self, reports: &Reports) -> Option<std::time::Duration>;
+    /// The calls of a backfill of `periods`.
+    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call>;
+    /// Reads the answer to a backfill call into pieces, each under the call it stands for.
+    fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, Piece)>, WeChatError>;
     /// The API path for `kind`.
     fn path(&self, kind: PeriodKind) -> &'static str;
     /// The calls of `period`.
     fn calls(&self, period: Period, reports: &Reports) -> Vec<Call>;
     /// Reads an answer into a piece.
     fn parse(&self, call: &Call, answer: Value) -> Result<Option<Piece>, WeChatError>;
-    /// The snapshot of `period` from its pieces (use [`super::Report::assemble`]).
+    /// The snapshot of `period` from its pieces, published (use [`super::Report::assemble`]).
     fn snapshot(
         &self,
         period: Period,
@@ -61,12 +72,8 @@ pub trait AnyReport: Sync {
         kind: PeriodKind,
         out: &mut Samples<'_>,
     );
-    /// Simulation: the period a request asks for.
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal>;
-    /// Simulation: the published answer.
-    fn simulate(&self, model: &Model, period: Period, now: DateTime<Utc>) -> Value;
-    /// Simulation: the answer that holds nothing.
-    fn simulate_empty(&self, period: Period) -> Value;
+    /// Simulation: the answer to a call.
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal>;
 }
 
 impl<R: ReportSpec> AnyReport for R {
@@ -80,6 +87,34 @@ impl<R: ReportSpec> AnyReport for R {
 
     fn gates(&self) -> bool {
         R::GATE
+    }
+
+    fn opt_in(&self) -> bool {
+        R::OPT_IN
+    }
+
+    fn publication(&self) -> Publication {
+        R::PUBLICATION
+    }
+
+    fn has_history(&self) -> bool {
+        R::HISTORY
+    }
+
+    fn refresh(&self, reports: &Reports) -> Option<std::time::Duration> {
+        ReportSpec::refresh(self, reports)
+    }
+
+    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call> {
+        ReportSpec::history_calls(self, periods, reports)
+    }
+
+    fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, Piece)>, WeChatError> {
+        let pieces = ReportSpec::parse_history(self, call, answer)?;
+        Ok(pieces
+            .into_iter()
+            .map(|(call, piece)| (call, Arc::new(piece) as Piece))
+            .collect())
     }
 
     fn path(&self, kind: PeriodKind) -> &'static str {
@@ -105,7 +140,6 @@ impl<R: ReportSpec> AnyReport for R {
             .iter()
             .map(|piece| piece.and_then(|piece| piece.downcast_ref::<R::Piece>()))
             .collect();
-        typed.first().copied().flatten()?;
         Some(Arc::new(ReportSpec::snapshot(
             self, period, &typed, reports,
         )))
@@ -132,15 +166,7 @@ impl<R: ReportSpec> AnyReport for R {
         }
     }
 
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
-        ReportSpec::requested(self, kind, body)
-    }
-
-    fn simulate(&self, model: &Model, period: Period, now: DateTime<Utc>) -> Value {
-        ReportSpec::simulate(self, model, period, now)
-    }
-
-    fn simulate_empty(&self, period: Period) -> Value {
-        ReportSpec::simulate_empty(self, period)
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
+        ReportSpec::simulate(self, request)
     }
 }

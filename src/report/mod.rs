@@ -32,12 +32,19 @@ use serde_json::Value;
 use crate::config::Reports;
 use crate::exposition::{Exposition, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::Model;
+use crate::simulation::model::{Refusal, Request};
 use crate::wechat::{Call, WeChatError};
 
+pub mod daily_summary;
 pub mod datacube;
 mod erased;
+pub mod js_errors;
+pub mod launch_time;
+pub mod performance;
+pub mod quota;
 pub mod retention;
+pub mod span;
+pub mod user_portrait;
 pub mod visit_distribution;
 pub mod visit_page;
 pub mod visit_trend;
@@ -50,6 +57,12 @@ static REGISTRY: &[&dyn AnyReport] = &[
     &retention::Retention,
     &visit_distribution::VisitDistribution,
     &visit_page::VisitPage,
+    &daily_summary::DailySummary,
+    &user_portrait::UserPortrait,
+    &launch_time::LaunchTime,
+    &performance::Performance,
+    &js_errors::JsErrors,
+    &quota::Quota,
 ];
 
 /// What a report module implements: everything about one of WeChat's reports.
@@ -68,6 +81,13 @@ pub trait ReportSpec: Sync + 'static {
     /// Whether WeChat publishes this report first for each of its kinds: while it is not
     /// published, the other reports of the kind are not asked.
     const GATE: bool = false;
+    /// Whether the report is polled only when listed in `reports.enabled` (it is left out of
+    /// the default list).
+    const OPT_IN: bool = false;
+    /// What tells that a period is published.
+    const PUBLICATION: Publication = Publication::First;
+    /// Whether WeChat answers past periods, for `backfill`.
+    const HISTORY: bool = true;
 
     /// The API path (after the base URL) of the report for `kind`.
     fn path(&self, kind: PeriodKind) -> &'static str;
@@ -85,12 +105,50 @@ pub trait ReportSpec: Sync + 'static {
         reports: &Reports,
     ) -> Self::Snapshot;
 
-    /// Simulation: the period a request body asks for, or why WeChat refuses it.
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal>;
-    /// Simulation: the answer for a published `period` of `model`'s app, at `now`.
-    fn simulate(&self, model: &Model, period: Period, now: DateTime<Utc>) -> Value;
-    /// Simulation: the answer that holds nothing (before publication, or before the app).
-    fn simulate_empty(&self, period: Period) -> Value;
+    /// How often the current period is fetched again, for a report that is not published
+    /// once per period (the API quota); `None` for the others.
+    fn refresh(&self, _reports: &Reports) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The calls that fetch every period of `periods` (of one kind, oldest first) for
+    /// `backfill`; by default the calls of each period. A report whose API answers ranges
+    /// asks for them in as few calls as it can; one without history asks nothing.
+    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call> {
+        periods
+            .iter()
+            .flat_map(|period| self.calls(*period, reports))
+            .collect()
+    }
+
+    /// Reads the answer to one of [`ReportSpec::history_calls`] into the pieces it holds, each
+    /// under the call of [`ReportSpec::calls`] it stands for; by default the one piece of the
+    /// call itself.
+    fn parse_history(
+        &self,
+        call: &Call,
+        answer: Value,
+    ) -> Result<Vec<(Call, Self::Piece)>, WeChatError> {
+        let piece = self.parse(call, answer)?;
+        Ok(piece
+            .map(|piece| (call.clone(), piece))
+            .into_iter()
+            .collect())
+    }
+
+    /// Simulation: WeChat's answer to a call to the report's path, or its refusal (an
+    /// errcode), once the token is checked.
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal>;
+}
+
+/// What tells that a period of a report is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publication {
+    /// The answer to the first call: without it, the period is not published and the other
+    /// calls are not made.
+    First,
+    /// An answer to any call (the calls fetch parts that WeChat may or may not have).
+    Any,
 }
 
 /// One metric family of a report: its name, its HELP and how a snapshot writes its samples.
@@ -105,9 +163,6 @@ pub struct Family<S> {
 
 /// The sentence that ends the HELP of every family of WeChat data.
 pub const CACHED: &str = "Cached daily/weekly/monthly data from the WeChat datacube API, fetched once per published period.";
-
-/// Why the simulated API refuses a request: WeChat's errcode and message.
-pub type Refusal = (i64, &'static str);
 
 /// A report of the registry; ordered as the registry lists them.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,8 +190,8 @@ impl Report {
         })
     }
 
-    /// The pieces of a period, read, into what is exported; `None` when the first call found
-    /// nothing (the period is not published). The one assembly the agent and `backfill`
+    /// The pieces of a period, read, into what is exported; `None` when they show that the
+    /// period is not published ([`Publication`]). The one assembly the agent and `backfill`
     /// share.
     pub fn assemble(
         self,
@@ -144,8 +199,24 @@ impl Report {
         pieces: &[Option<&Piece>],
         reports: &Reports,
     ) -> Option<Arc<dyn SnapshotData>> {
-        pieces.first().copied().flatten()?;
+        let published = match self.publication() {
+            Publication::First => pieces.first().is_some_and(Option::is_some),
+            Publication::Any => pieces.iter().any(Option::is_some),
+        };
+        if !published {
+            return None;
+        }
         self.snapshot(period, pieces, reports)
+    }
+
+    /// Whether the report is polled with these settings.
+    pub fn is_enabled(self, reports: &Reports) -> bool {
+        reports.is_enabled(self.name())
+    }
+
+    /// Whether `backfill` fetches the report with these settings.
+    pub fn is_backfilled(self, reports: &Reports) -> bool {
+        self.is_enabled(reports) && self.has_history()
     }
 
     /// Writes the report's families for every app, each family whole: for each family, the
@@ -288,79 +359,160 @@ pub(crate) mod tests {
         Some(out)
     }
 
+    /// (report, period, the answers of its calls in order, samples expected, absent)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    /// One case per report of the registry: its answers converted into its samples.
+    const CASES: &[Case] = &[
+        (
+            "visit_trend",
+            "20170306-20170312",
+            &[
+                r#"{"list":[{"ref_date":"20170306-20170312","visit_uv":189405,"stay_time_session":"54.5"}]}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_visit_uv{appid="wx1",app="shop",period="weekly"} 189405"#,
+                r#"wechat_miniprogram_stay_time_session_seconds{appid="wx1",app="shop",period="weekly"} 54.5"#,
+            ],
+            &[
+                "wechat_miniprogram_sessions",
+                "wechat_miniprogram_visit_depth",
+            ],
+        ),
+        (
+            "retention",
+            "20170313",
+            &[
+                r#"{"ref_date":"20170313","visit_uv_new":[{"key":0,"value":50},{"key":1,"value":0}],"visit_uv":[{"key":0,"value":500}]}"#,
+                r#"{"ref_date":"20170312","visit_uv_new":[{"key":0,"value":40},{"key":1,"value":10}],"visit_uv":[{"key":0,"value":400},{"key":1,"value":100}]}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_retention_uv{appid="wx1",app="shop",period="daily",cohort="new",lag="0"} 50"#,
+                r#"wechat_miniprogram_retention_uv{appid="wx1",app="shop",period="daily",cohort="active",lag="1"} 100"#,
+                r#"wechat_miniprogram_retention_ratio{appid="wx1",app="shop",period="daily",cohort="new",lag="1"} 0.25"#,
+                r#"wechat_miniprogram_retention_cohort_timestamp_seconds{appid="wx1",app="shop",period="daily",lag="1"} 1489248000"#,
+            ],
+            // Lag 1 of the newest cohort (sent as 0) is not lag 1; older cohorts answered empty.
+            &[r#"lag="2""#, "cohort=\"new\",lag=\"1\"} 0\n"],
+        ),
+        (
+            "visit_distribution",
+            "20170313",
+            &[
+                r#"{"ref_date":"20170313","list":[{"index":"access_source_session_cnt","item_list":[{"key":3,"value":7}]},{"index":"access_depth_info","item_list":[{"key":7,"value":2}]}]}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_access_source_sessions{appid="wx1",app="shop",key="3",source="chat"} 7"#,
+                r#"wechat_miniprogram_visit_depth_distribution{appid="wx1",app="shop",key="7",bucket=">10"} 2"#,
+            ],
+            &[
+                "wechat_miniprogram_access_source_uv",
+                "wechat_miniprogram_stay_time_distribution",
+            ],
+        ),
+        (
+            "visit_page",
+            "20170313",
+            &[
+                r#"{"ref_date":"20170313","list":[{"page_path":"pages/a","page_visit_pv":3,"page_share_uv":0}]}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_page_visit_pv{appid="wx1",app="shop",page="pages/a"} 3"#,
+                r#"wechat_miniprogram_page_share_uv{appid="wx1",app="shop",page="pages/a"} 0"#,
+            ],
+            &["wechat_miniprogram_page_visit_uv"],
+        ),
+        (
+            "daily_summary",
+            "20170313",
+            &[r#"{"list":[{"ref_date":"20170313","visit_total":391,"share_pv":572}]}"#],
+            &[
+                r#"wechat_miniprogram_cumulative_users{appid="wx1",app="shop",period="daily"} 391"#,
+                r#"wechat_miniprogram_share_pv{appid="wx1",app="shop",period="daily"} 572"#,
+            ],
+            &["wechat_miniprogram_share_uv"],
+        ),
+        (
+            "user_portrait",
+            "20170611",
+            &[
+                r#"{"ref_date":"20170611","visit_uv_new":{"genders":[{"id":1,"name":"男","value":2}]},"visit_uv":{}}"#,
+                "{}",
+                r#"{"ref_date":"20170513-20170611","visit_uv":{"devices":[{"name":"OPPO R9","value":61}]}}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_portrait_uv{appid="wx1",app="shop",range="1d",cohort="new",dimension="gender",name="男"} 2"#,
+                r#"wechat_miniprogram_portrait_uv{appid="wx1",app="shop",range="30d",cohort="active",dimension="device",name="OPPO R9"} 61"#,
+            ],
+            &[r#"range="7d""#],
+        ),
+        (
+            "launch_time",
+            "20191029",
+            &[
+                r#"{"default_time_data":"{\"list\":[{\"ref_date\":\"20191029\",\"cost_time_type\":1,\"cost_time\":2533}]}"}"#,
+                r#"{"default_time_data":""}"#,
+                r#"{"default_time_data":"{\"list\":[{\"ref_date\":\"20191029\",\"cost_time_type\":3,\"cost_time\":1100}]}"}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_launch_time_seconds{appid="wx1",app="shop",phase="total"} 2.533"#,
+                r#"wechat_miniprogram_launch_time_seconds{appid="wx1",app="shop",phase="first_render"} 1.1"#,
+            ],
+            &[r#"phase="download""#],
+        ),
+        (
+            "performance",
+            "20210103",
+            &[
+                "{}",
+                "{}",
+                "{}",
+                r#"{"errcode":0,"data":{"body":{"tables":[{"id":"memory","zh":"内存均值","lines":[{"fields":[{"refdate":"20210103","value":"314"}]}]}],"count":1}}}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_performance{appid="wx1",app="shop",module="memory",indicator="memory"} 314"#,
+            ],
+            &[r#"module="open_rate""#],
+        ),
+        (
+            "js_errors",
+            "20210125",
+            &[
+                r#"{"success":true,"data":[{"errorMsgMd5":"a8d4ea4b2e2d40a1","errorMsg":"boom","uv":1,"pv":2}],"totalCount":739,"errcode":0}"#,
+                r#"{"success":true,"data":[],"totalCount":0,"errcode":0}"#,
+            ],
+            &[
+                r#"wechat_miniprogram_js_error_groups{appid="wx1",app="shop",error_type="app"} 739"#,
+                r#"wechat_miniprogram_js_error_groups{appid="wx1",app="shop",error_type="plugin"} 0"#,
+                r#"wechat_miniprogram_js_error_pv{appid="wx1",app="shop",error_type="app",error_id="a8d4ea4b2e2d"} 2"#,
+                r#"wechat_miniprogram_js_error_info{appid="wx1",app="shop",error_type="app",error_id="a8d4ea4b2e2d",message="boom"} 1"#,
+            ],
+            &[r#"error_type="framework""#],
+        ),
+        (
+            "quota",
+            "20240605",
+            &[r#"{"errcode":0,"quota":{"daily_limit":5000,"used":7,"remain":4993}}"#],
+            &[
+                r#"wechat_miniprogram_api_quota_daily_limit{appid="wx1",app="shop",endpoint="getweanalysisappiddailyvisittrend"} 5000"#,
+                r#"wechat_miniprogram_api_quota_remaining{appid="wx1",app="shop",endpoint="getweanalysisappiddailyvisittrend"} 4993"#,
+            ],
+            &[r#"endpoint="getweanalysisappidweeklyvisittrend""#],
+        ),
+    ];
+
     #[test]
     fn every_report_converts_its_answer_into_its_samples() {
-        // (report, period, the answers of its calls in order, samples expected, absent)
-        type Case<'a> = (
-            &'a str,
-            &'a str,
-            &'a [&'a str],
-            &'a [&'a str],
-            &'a [&'a str],
-        );
-        let table: &[Case] = &[
-            (
-                "visit_trend",
-                "20170306-20170312",
-                &[
-                    r#"{"list":[{"ref_date":"20170306-20170312","visit_uv":189405,"stay_time_session":"54.5"}]}"#,
-                ],
-                &[
-                    r#"wechat_miniprogram_visit_uv{appid="wx1",app="shop",period="weekly"} 189405"#,
-                    r#"wechat_miniprogram_stay_time_session_seconds{appid="wx1",app="shop",period="weekly"} 54.5"#,
-                ],
-                &[
-                    "wechat_miniprogram_sessions",
-                    "wechat_miniprogram_visit_depth",
-                ],
-            ),
-            (
-                "retention",
-                "20170313",
-                &[
-                    r#"{"ref_date":"20170313","visit_uv_new":[{"key":0,"value":50},{"key":1,"value":0}],"visit_uv":[{"key":0,"value":500}]}"#,
-                    r#"{"ref_date":"20170312","visit_uv_new":[{"key":0,"value":40},{"key":1,"value":10}],"visit_uv":[{"key":0,"value":400},{"key":1,"value":100}]}"#,
-                ],
-                &[
-                    r#"wechat_miniprogram_retention_uv{appid="wx1",app="shop",period="daily",cohort="new",lag="0"} 50"#,
-                    r#"wechat_miniprogram_retention_uv{appid="wx1",app="shop",period="daily",cohort="active",lag="1"} 100"#,
-                    r#"wechat_miniprogram_retention_ratio{appid="wx1",app="shop",period="daily",cohort="new",lag="1"} 0.25"#,
-                    r#"wechat_miniprogram_retention_cohort_timestamp_seconds{appid="wx1",app="shop",period="daily",lag="1"} 1489248000"#,
-                ],
-                // Lag 1 of the newest cohort (sent as 0) is not lag 1; older cohorts answered empty.
-                &[r#"lag="2""#, "cohort=\"new\",lag=\"1\"} 0\n"],
-            ),
-            (
-                "visit_distribution",
-                "20170313",
-                &[
-                    r#"{"ref_date":"20170313","list":[{"index":"access_source_session_cnt","item_list":[{"key":3,"value":7}]},{"index":"access_depth_info","item_list":[{"key":7,"value":2}]}]}"#,
-                ],
-                &[
-                    r#"wechat_miniprogram_access_source_sessions{appid="wx1",app="shop",key="3",source="chat"} 7"#,
-                    r#"wechat_miniprogram_visit_depth_distribution{appid="wx1",app="shop",key="7",bucket=">10"} 2"#,
-                ],
-                &[
-                    "wechat_miniprogram_access_source_uv",
-                    "wechat_miniprogram_stay_time_distribution",
-                ],
-            ),
-            (
-                "visit_page",
-                "20170313",
-                &[
-                    r#"{"ref_date":"20170313","list":[{"page_path":"pages/a","page_visit_pv":3,"page_share_uv":0}]}"#,
-                ],
-                &[
-                    r#"wechat_miniprogram_page_visit_pv{appid="wx1",app="shop",page="pages/a"} 3"#,
-                    r#"wechat_miniprogram_page_share_uv{appid="wx1",app="shop",page="pages/a"} 0"#,
-                ],
-                &["wechat_miniprogram_page_visit_uv"],
-            ),
-        ];
         let mut covered = std::collections::BTreeSet::new();
-        for (name, ref_date, bodies, expected, absent) in table {
-            let text = converted(name, ref_date, bodies).unwrap();
+        for (name, ref_date, bodies, expected, absent) in CASES {
+            let text =
+                converted(name, ref_date, bodies).unwrap_or_else(|| panic!("{name}: nothing"));
             for line in *expected {
                 assert!(
                     text.lines().any(|l| l == *line),

@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{datacube, Family, Refusal, ReportSpec};
+use super::{datacube, Family, ReportSpec};
 use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model};
+use crate::simulation::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, integer, read, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -184,6 +184,8 @@ impl ReportSpec for Retention {
         }
     }
 
+    /// One call per lag, for its cohort; a cohort's call is the same whichever period asks
+    /// it (`backfill` makes it once).
     fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
         let path = self.path(period.kind());
         lags(period.kind())
@@ -218,13 +220,21 @@ impl ReportSpec for Retention {
         retention_view(period, &cohorts)
     }
 
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
-        datacube::requested(kind, body)
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
+        let period = datacube::requested(request.kind, request.body)?;
+        request.publish(
+            period,
+            || self.answer(&request.model, period, request.now),
+            || self.empty(period),
+        )
     }
+}
 
+impl Retention {
+    /// Simulation: the published answer for `period`.
     /// Keys that have not elapsed by the last published day are sent as 0, as the real
     /// service does.
-    fn simulate(&self, model: &Model, cohort: Period, now: DateTime<Utc>) -> Value {
+    fn answer(&self, model: &Model, cohort: Period, now: DateTime<Utc>) -> Value {
         let last_day = model.latest_published_day(now);
         let totals = model.totals(cohort);
         let appid = model.app.appid.as_str();
@@ -256,7 +266,8 @@ impl ReportSpec for Retention {
         })
     }
 
-    fn simulate_empty(&self, period: Period) -> Value {
+    /// Simulation: the answer that holds nothing.
+    fn empty(&self, period: Period) -> Value {
         json!({"ref_date": period.ref_date(), "visit_uv_new": [], "visit_uv": []})
     }
 }
@@ -397,7 +408,7 @@ mod tests {
         let model = Model { app: &app };
         // Published up to June 3 (10:00 Beijing on June 4).
         let now = model.published_at(day("20240603"));
-        let answer = Retention.simulate(&model, day("20240601"), now);
+        let answer = Retention.answer(&model, day("20240601"), now);
         let values: Vec<i64> = answer["visit_uv_new"]
             .as_array()
             .unwrap()

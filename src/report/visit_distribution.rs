@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{datacube, Family, Refusal, ReportSpec};
+use super::{datacube, Family, ReportSpec};
 use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model};
+use crate::simulation::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, integer, read, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -67,46 +67,75 @@ struct DistributionAnswer {
     list: Vec<IndexWire>,
 }
 
-/// The source group names of `access_source_*` keys (the seed's key table), in snake_case.
+/// The source group names of `access_source_*` keys, in snake_case: the seed's key table
+/// (1..36) and the newer keys seen in the service's tables (12, 28, 37..57).
 pub fn source_name(key: i64) -> &'static str {
-    match key {
-        1 => "history_list",
-        2 => "search",
-        3 => "chat",
-        4 => "scan_qr_code",
-        5 => "official_account_profile",
-        6 => "chat_top_bar",
-        7 => "system_desktop",
-        8 => "mini_program_profile",
-        9 => "nearby_mini_programs",
-        10 => "other",
-        11 => "template_message",
-        13 => "official_account_menu",
-        14 => "app_share",
-        15 => "payment_done_page",
-        16 => "long_press_qr_code",
-        17 => "qr_code_from_album",
-        18 => "official_account_article",
-        19 => "wallet",
-        20 => "card_bag",
-        21 => "card_in_mini_program",
-        22 => "other_mini_program",
-        23 => "back_from_other_mini_program",
-        24 => "card_store_list",
-        25 => "search_shortcut",
-        26 => "customer_service_message",
-        27 => "official_account_push",
-        29 => "task_bar_recent",
-        30 => "menu_dot_long_press",
-        31 => "wifi_connected_page",
-        32 => "city_services",
-        33 => "wechat_ads",
-        34 => "other_mobile_app",
-        35 => "discover_my_mini_programs",
-        36 => "task_bar_my_mini_programs",
-        _ => "unknown",
-    }
+    SOURCE_NAMES
+        .iter()
+        .find(|(known, _)| *known == key)
+        .map_or("unknown", |(_, name)| name)
 }
+
+/// The source groups by key.
+const SOURCE_NAMES: [(i64, &str); 57] = [
+    (1, "history_list"),
+    (2, "search"),
+    (3, "chat"),
+    (4, "scan_qr_code"),
+    (5, "official_account_profile"),
+    (6, "chat_top_bar"),
+    (7, "system_desktop"),
+    (8, "mini_program_profile"),
+    (9, "nearby_mini_programs"),
+    (10, "other"),
+    (11, "template_message"),
+    (12, "customer_service_message"),
+    (13, "official_account_menu"),
+    (14, "app_share"),
+    (15, "payment_done_page"),
+    (16, "long_press_qr_code"),
+    (17, "qr_code_from_album"),
+    (18, "official_account_article"),
+    (19, "wallet"),
+    (20, "card_bag"),
+    (21, "card_in_mini_program"),
+    (22, "other_mini_program"),
+    (23, "back_from_other_mini_program"),
+    (24, "card_store_list"),
+    (25, "search_shortcut"),
+    (26, "customer_service_message"),
+    (27, "official_account_push"),
+    (28, "chat_menu"),
+    (29, "task_bar_recent"),
+    (30, "menu_dot_long_press"),
+    (31, "wifi_connected_page"),
+    (32, "city_services"),
+    (33, "wechat_ads"),
+    (34, "other_mobile_app"),
+    (35, "discover_my_mini_programs"),
+    (36, "task_bar_my_mini_programs"),
+    (37, "wechat_circles"),
+    (38, "phone_top_up"),
+    (39, "h5"),
+    (40, "plugin"),
+    (41, "people_are_using"),
+    (42, "discover_page"),
+    (43, "floating_window"),
+    (44, "people_nearby"),
+    (45, "top_stories"),
+    (46, "moments"),
+    (47, "wecom"),
+    (48, "channels"),
+    (49, "favorites"),
+    (50, "red_packets"),
+    (51, "game_center"),
+    (52, "shake"),
+    (53, "official_account_shopping_message"),
+    (54, "scan_object"),
+    (55, "mini_program_orders"),
+    (56, "mini_program_live"),
+    (57, "group_tools"),
+];
 
 /// The bucket of an `access_staytime_info` key.
 pub fn stay_time_bucket(key: i64) -> &'static str {
@@ -255,11 +284,19 @@ impl ReportSpec for VisitDistribution {
         pieces[0].cloned().unwrap_or_default()
     }
 
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
-        datacube::requested(kind, body)
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
+        let period = datacube::requested(request.kind, request.body)?;
+        request.publish(
+            period,
+            || self.answer(&request.model, period, request.now),
+            || self.empty(period),
+        )
     }
+}
 
-    fn simulate(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
+impl VisitDistribution {
+    /// Simulation: the published answer for `period`.
+    fn answer(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
         let day = model.day(period.start());
         let appid = model.app.appid.as_str();
         let date = period.start();
@@ -287,7 +324,8 @@ impl ReportSpec for VisitDistribution {
         })
     }
 
-    fn simulate_empty(&self, period: Period) -> Value {
+    /// Simulation: the answer that holds nothing.
+    fn empty(&self, period: Period) -> Value {
         json!({"ref_date": period.ref_date(), "list": []})
     }
 }

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{datacube, Family, Refusal, ReportSpec};
+use super::{datacube, Family, ReportSpec};
 use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, round4, Model};
+use crate::simulation::model::{noise, round4, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, read, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -177,11 +177,19 @@ impl ReportSpec for VisitPage {
         top_pages(pieces[0].cloned().unwrap_or_default(), reports.pages_top)
     }
 
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
-        datacube::requested(kind, body)
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
+        let period = datacube::requested(request.kind, request.body)?;
+        request.publish(
+            period,
+            || self.answer(&request.model, period, request.now),
+            || self.empty(period),
+        )
     }
+}
 
-    fn simulate(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
+impl VisitPage {
+    /// Simulation: the published answer for `period`.
+    fn answer(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
         let day = model.day(period.start());
         let appid = model.app.appid.as_str();
         let date = period.start();
@@ -216,7 +224,8 @@ impl ReportSpec for VisitPage {
         json!({"ref_date": period.ref_date(), "list": list})
     }
 
-    fn simulate_empty(&self, period: Period) -> Value {
+    /// Simulation: the answer that holds nothing.
+    fn empty(&self, period: Period) -> Value {
         json!({"ref_date": period.ref_date(), "list": []})
     }
 }

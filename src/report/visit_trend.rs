@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{datacube, Family, Refusal, ReportSpec};
+use super::{datacube, Family, ReportSpec};
 use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{round4, Model};
+use crate::simulation::model::{round4, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, read, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -157,11 +157,19 @@ impl ReportSpec for VisitTrend {
         pieces[0].cloned().unwrap_or_default()
     }
 
-    fn requested(&self, kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
-        datacube::requested(kind, body)
+    fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
+        let period = datacube::requested(request.kind, request.body)?;
+        request.publish(
+            period,
+            || self.answer(&request.model, period, request.now),
+            || self.empty(period),
+        )
     }
+}
 
-    fn simulate(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
+impl VisitTrend {
+    /// Simulation: the published answer for `period`.
+    fn answer(&self, model: &Model, period: Period, _: DateTime<Utc>) -> Value {
         let totals = model.totals(period);
         let day_visitors: f64 = model.days(period).iter().map(|d| d.visitors).sum();
         let stay = totals.stay_per_day_visitor * day_visitors;
@@ -177,7 +185,8 @@ impl ReportSpec for VisitTrend {
         }]})
     }
 
-    fn simulate_empty(&self, _: Period) -> Value {
+    /// Simulation: the answer that holds nothing.
+    fn empty(&self, _: Period) -> Value {
         json!({"list": []})
     }
 }

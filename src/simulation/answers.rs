@@ -1,18 +1,18 @@
-//! The simulated answers to every report's path: checks as WeChat makes them, then the
-//! report's own answer (from its module) for a published period, or nothing before.
+//! The simulated answers to every report's path: the token and the body checked as WeChat
+//! checks them, then the report's own answer (from its module).
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Days, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::faults::fault_response;
 use super::model::Model;
-use super::{refusal, NotReady, Simulation};
-use crate::period::{beijing_date, Period, PeriodKind};
-use crate::report::{Refusal, Report};
+use super::model::Refusal;
+use super::{refusal, Simulation};
+use crate::period::PeriodKind;
+use crate::report::Report;
 
 #[derive(Deserialize)]
 pub(super) struct TokenQuery {
@@ -26,13 +26,17 @@ struct Request<'a> {
     kind: PeriodKind,
     endpoint: &'static str,
     begin_date: Option<String>,
+    body: Option<String>,
 }
 
 impl Request<'_> {
     /// Logs the call with `code` and returns `response`.
     fn answer(&self, code: i64, response: Response, appid: Option<&str>) -> Response {
-        let begin = self.begin_date.as_deref();
-        self.sim.record(appid, self.endpoint, begin, code);
+        let request = self
+            .body
+            .as_deref()
+            .map(|body| (self.begin_date.as_deref(), body));
+        self.sim.record(appid, self.endpoint, request, code);
         response
     }
 
@@ -70,6 +74,7 @@ pub(super) async fn answer(
         begin_date: body
             .as_ref()
             .and_then(|body| body.get("begin_date")?.as_str().map(String::from)),
+        body: body.as_ref().map(Value::to_string),
     };
     let response = respond(&request, query.access_token.unwrap_or_default(), body);
     sim.state().in_flight -= 1;
@@ -97,44 +102,17 @@ fn respond(request: &Request<'_>, token: String, body: Option<Value>) -> Respons
     let Some(body) = body else {
         return request.refuse((47001, "data format error"), Some(&appid));
     };
-    match requested(request, &body, now) {
-        Ok(period) => publish(request, &appid, period, now),
+    let app = sim
+        .app_by_appid(&appid)
+        .expect("tokens are issued to known apps");
+    let simulated = super::model::Request {
+        model: Model { app },
+        kind: request.kind,
+        body: &body,
+        now,
+    };
+    match request.report.simulate(&simulated) {
+        Ok(answer) => request.answer(0, Json(answer).into_response(), Some(&appid)),
         Err(refused) => request.refuse(refused, Some(&appid)),
     }
-}
-
-/// The period asked for, which must have ended by yesterday (Beijing time).
-fn requested(request: &Request<'_>, body: &Value, now: DateTime<Utc>) -> Result<Period, Refusal> {
-    let period = request.report.requested(request.kind, body)?;
-    let yesterday = beijing_date(now) - Days::new(1);
-    if period.end() > yesterday {
-        return Err((61501, "date range error"));
-    }
-    Ok(period)
-}
-
-/// The report's answer for `period` once published; nothing (or 61503) before, and nothing
-/// for a period before the app's first day.
-fn publish(request: &Request<'_>, appid: &str, period: Period, now: DateTime<Utc>) -> Response {
-    let app = request
-        .sim
-        .app_by_appid(appid)
-        .expect("tokens are issued to known apps");
-    let model = Model { app };
-    let report = request.report;
-    if now < model.published_at(period) {
-        return match app.not_ready {
-            NotReady::Errcode => request.refuse((61503, "data not ready"), Some(appid)),
-            NotReady::EmptyList => {
-                let empty = Json(report.simulate_empty(period)).into_response();
-                request.answer(0, empty, Some(appid))
-            }
-        };
-    }
-    let answer = if period.start() < app.since {
-        report.simulate_empty(period)
-    } else {
-        report.simulate(&model, period, now)
-    };
-    request.answer(0, Json(answer).into_response(), Some(appid))
 }

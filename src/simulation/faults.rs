@@ -15,6 +15,8 @@ pub enum Fault {
     Status(u16),
     /// HTTP 200 with a body that is not JSON.
     Garbage,
+    /// HTTP 200 with this body (a hostile or odd answer).
+    Body(String),
 }
 
 /// One call the simulation answered.
@@ -26,6 +28,8 @@ pub struct Call {
     pub endpoint: String,
     /// The requested `begin_date`, for datacube calls.
     pub begin_date: Option<String>,
+    /// The request body, for report calls.
+    pub body: Option<String>,
     /// The errcode answered, 0 for success, or the HTTP status of an injected one.
     pub errcode: i64,
 }
@@ -97,18 +101,20 @@ impl Simulation {
         Some(fault)
     }
 
-    /// Logs a call.
+    /// Logs a call, with the `begin_date` and body of a report's request.
     pub(super) fn record(
         &self,
         appid: Option<&str>,
         endpoint: &str,
-        begin_date: Option<&str>,
+        request: Option<(Option<&str>, &str)>,
         errcode: i64,
     ) {
+        let (begin_date, body) = request.unzip();
         self.state().calls.push(Call {
             appid: appid.map(Into::into),
             endpoint: endpoint.into(),
-            begin_date: begin_date.map(Into::into),
+            begin_date: begin_date.flatten().map(Into::into),
+            body: body.map(Into::into),
             errcode,
         });
     }
@@ -126,5 +132,9 @@ pub(super) fn fault_response(fault: &Fault) -> (i64, Response) {
             )
         }
         Fault::Garbage => (0, "<html>upstream returned garbage".into_response()),
+        Fault::Body(body) => (
+            0,
+            ([("content-type", "application/json")], body.clone()).into_response(),
+        ),
     }
 }

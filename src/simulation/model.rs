@@ -6,9 +6,72 @@
 //! and pages add up to the day's totals. Nothing here knows about HTTP or reports.
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
+use serde_json::Value;
 
-use super::SimApp;
-use crate::period::{Period, PeriodKind};
+use super::{NotReady, SimApp};
+use crate::period::{beijing_date, Period, PeriodKind};
+
+/// Why the simulated API refuses a request: WeChat's errcode and message.
+pub type Refusal = (i64, &'static str);
+
+/// A request to a report's path, as the report's simulated answer sees it: the token and
+/// the body's presence are already checked.
+pub struct Request<'a> {
+    /// The app the token belongs to.
+    pub model: Model<'a>,
+    /// The kind of the path called.
+    pub kind: PeriodKind,
+    /// The JSON body (an object).
+    pub body: &'a Value,
+    /// The simulation's time.
+    pub now: DateTime<Utc>,
+}
+
+impl Request<'_> {
+    /// The newest day that can be asked for: yesterday, Beijing time.
+    pub fn yesterday(&self) -> NaiveDate {
+        beijing_date(self.now) - Days::new(1)
+    }
+
+    /// The answer for `period` as WeChat publishes it: 61501 for a period that has not ended
+    /// by yesterday; before the period's publication, `empty` or errcode 61503 (as the app
+    /// does); `empty` for a period before the app's first day; else `answer`.
+    pub fn publish(
+        &self,
+        period: Period,
+        answer: impl FnOnce() -> Value,
+        empty: impl FnOnce() -> Value,
+    ) -> Result<Value, Refusal> {
+        if period.end() > self.yesterday() {
+            return Err((61501, "date range error"));
+        }
+        if !self.is_published(period) {
+            return self.not_ready(empty);
+        }
+        if period.start() < self.model.app.since {
+            return Ok(empty());
+        }
+        Ok(answer())
+    }
+
+    /// Whether `period` is published at the request's time.
+    pub fn is_published(&self, period: Period) -> bool {
+        self.now >= self.model.published_at(period)
+    }
+
+    /// Whether the app has data for `period`: published, and not before its first day.
+    pub fn has(&self, period: Period) -> bool {
+        self.is_published(period) && period.start() >= self.model.app.since
+    }
+
+    /// The answer for an unpublished period, as the app gives it: `empty`, or errcode 61503.
+    pub fn not_ready(&self, empty: impl FnOnce() -> Value) -> Result<Value, Refusal> {
+        match self.model.app.not_ready {
+            NotReady::Errcode => Err((61503, "data not ready")),
+            NotReady::EmptyList => Ok(empty()),
+        }
+    }
+}
 
 /// The deterministic numbers of one app.
 pub struct Model<'a> {

@@ -20,6 +20,9 @@ pub struct Call {
     pub asks: Period,
     /// The path after the base URL, e.g. `datacube/getweanalysisappiddailyvisittrend`.
     pub path: &'static str,
+    /// Which part of its report the call fetches, in the report's own numbering (a
+    /// retention lag, a portrait range in days, a launch phase, a performance module...).
+    pub part: u32,
     /// The JSON body.
     pub body: String,
 }
@@ -108,15 +111,21 @@ impl WeChatError {
         }
     }
 
-    /// What a person should do about a configuration error, for the log line.
-    pub fn remedy(&self) -> Option<&'static str> {
-        Some(match self.errcode()? {
+    /// What a person should do about a configuration error of the app named `app` calling
+    /// for the report named `report`, for the log line and the status page.
+    pub fn remedy(&self, app: &str, report: &str) -> Option<String> {
+        let fix = Self::remedy_template(self.errcode()?)?;
+        Some(fix.replace("<name>", app).replace("<report>", report))
+    }
+
+    fn remedy_template(errcode: i64) -> Option<&'static str> {
+        Some(match errcode {
             40013 => "the appid is not a valid Mini Program AppID: check apps.<name>.appid",
             40125 => "the AppSecret is wrong: check apps.<name>.secret or secret_file (reset it in the Mini Program admin console if unsure)",
             40164 => "this host's public IP is not on the Mini Program's IP whitelist: add it under Development > Development Settings > IP whitelist",
             41001 => "no access token was sent: check the token source of this app (token_source, token_url, token_file)",
-            48001 => "this Mini Program is not authorized for the datacube API: check its permissions (or the third-party platform's authorization)",
-            61007 => "the third-party platform is not authorized for this Mini Program's analytics: ask the Mini Program to grant the permission set",
+            48001 => "this Mini Program is not authorized for the API of the <report> report: grant the permission in the admin console (or the third-party platform's authorization), or remove <report> from reports.enabled",
+            61007 => "the third-party platform is not authorized for this Mini Program's <report> report: ask the Mini Program to grant the permission set, or remove <report> from reports.enabled",
             61502 => "this is a mini game: the datacube API does not support mini games; remove the app from the configuration",
             _ => return None,
         })
@@ -140,7 +149,20 @@ mod tests {
         assert_eq!(api(45009).class(), ErrorClass::DailyQuota);
         assert_eq!(api(45011).class(), ErrorClass::MinuteQuota);
         assert_eq!(api(40164).class(), ErrorClass::Config);
-        assert!(api(40164).remedy().unwrap().contains("whitelist"));
+        assert!(api(40164)
+            .remedy("shop", "retention")
+            .unwrap()
+            .contains("whitelist"));
+        assert!(api(40125)
+            .remedy("shop", "retention")
+            .unwrap()
+            .contains("apps.shop.secret"));
+        let denied = api(48001).remedy("shop", "performance").unwrap();
+        assert!(
+            denied.contains("remove performance from reports.enabled"),
+            "{denied}"
+        );
+        assert_eq!(api(-1).remedy("shop", "retention"), None);
         assert_eq!(WeChatError::Status(502).label(), "http_502");
         assert_eq!(WeChatError::Timeout.class(), ErrorClass::Transient);
     }

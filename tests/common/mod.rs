@@ -17,11 +17,14 @@ use tokio::sync::watch;
 use wechat_miniprogram_exporter::app::{serve, Exporter};
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
+use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::simulation::model::Request;
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
 use wechat_miniprogram_exporter::store::Store;
+use wechat_miniprogram_exporter::wechat::Call;
 
 /// An instant given in Beijing time, e.g. `beijing("2024-06-05 12:00")`.
 pub fn beijing(text: &str) -> DateTime<Utc> {
@@ -48,14 +51,29 @@ pub fn two_apps() -> Vec<SimApp> {
     vec![shop, news]
 }
 
-/// What the simulated API answers for `report` and `period` of `app`, once every day up to
-/// `last_day` is published.
+/// What the simulated API answers to the first call of `report` for `period` of `app`, once
+/// every day up to `last_day` is published.
 pub fn simulated(app: &SimApp, report: &str, period: Period, last_day: NaiveDate) -> Value {
+    let call = Report::by_name(report)
+        .unwrap()
+        .calls(period, &Reports::default())
+        .remove(0);
+    simulated_call(app, report, &call, last_day)
+}
+
+/// What the simulated API answers to `call` of `report` for `app`, once every day up to
+/// `last_day` is published.
+pub fn simulated_call(app: &SimApp, report: &str, call: &Call, last_day: NaiveDate) -> Value {
     let model = Model { app };
     let now = model.published_at(Period::containing(PeriodKind::Daily, last_day));
-    Report::by_name(report)
-        .unwrap()
-        .simulate(&model, period, now)
+    let body: Value = serde_json::from_str(&call.body).unwrap();
+    let request = Request {
+        model,
+        kind: call.asks.kind(),
+        body: &body,
+        now,
+    };
+    Report::by_name(report).unwrap().simulate(&request).unwrap()
 }
 
 /// The simulated visit trend item of `period` of `app`.
@@ -92,6 +110,8 @@ pub struct TestApp {
     pub store: Arc<Store>,
     pub logs: Logs,
     pub http: reqwest::Client,
+    /// Jobs per app: a (report, period kind) of every enabled report.
+    pub jobs: usize,
     stop: watch::Sender<bool>,
     _pollers: tokio::task::JoinSet<()>,
     _log_guard: tracing::subscriber::DefaultGuard,
@@ -166,6 +186,10 @@ pub async fn spawn_app_with(
         .unwrap();
     prepare(&sim);
     let config = Config::from_toml(&edit(config_toml(&apps, api, extra))).unwrap();
+    let jobs = Report::all()
+        .filter(|report| report.is_enabled(&config.reports))
+        .map(|report| report.kinds().len())
+        .sum();
     let (stop, stopped) = watch::channel(false);
     let (store, pollers) = Exporter::build(&config, clock.clone())
         .unwrap()
@@ -184,6 +208,7 @@ pub async fn spawn_app_with(
         store,
         logs,
         http: reqwest::Client::new(),
+        jobs,
         stop,
         _pollers: pollers,
         _log_guard: guard,
@@ -222,13 +247,13 @@ impl TestApp {
 
     fn is_settled(&self) -> bool {
         let now = self.clock.now();
-        let jobs: usize = Report::all().map(|report| report.kinds().len()).sum();
         self.store.overview().iter().all(|app| {
             app.ready
-                && app.jobs.len() == jobs
+                && app.jobs.len() == self.jobs
                 && app.jobs.iter().all(|((_, kind), status)| {
+                    // Done (holds the latest period, nothing planned) or waiting for later.
                     let target = Period::latest_completed(*kind, now);
-                    status.held == Some(target)
+                    (status.held == Some(target) && status.next_attempt.is_none())
                         || status.next_attempt.is_some_and(|next| next > now)
                 })
         })

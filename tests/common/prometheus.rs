@@ -31,6 +31,32 @@ pub fn promtool(args: &[&str]) -> String {
     text
 }
 
+/// Runs `promtool check metrics` on an exposition; panics unless it passes without a finding.
+pub fn check_metrics(metrics: &str) {
+    use std::io::Write as _;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/install-tools installs it)");
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(metrics.as_bytes()).unwrap();
+    drop(stdin);
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert_eq!(report.trim(), "", "promtool lint findings");
+}
+
 /// Blocks made from the OpenMetrics `file` by `promtool tsdb create-blocks-from openmetrics`,
 /// in `dir/data`.
 pub fn create_blocks(file: &Path, dir: &Path) -> PathBuf {
