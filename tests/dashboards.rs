@@ -19,7 +19,15 @@ use common::{beijing, two_apps};
 use wechat_miniprogram_exporter::period::beijing_date;
 use wechat_miniprogram_exporter::simulation::Fault;
 
-const DASHBOARDS: [&str; 5] = ["overview", "retention", "sources", "pages", "exporter"];
+const DASHBOARDS: [&str; 7] = [
+    "overview",
+    "retention",
+    "sources",
+    "pages",
+    "audience",
+    "performance",
+    "exporter",
+];
 
 fn dashboard(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("dashboards/{name}.json")).unwrap();
@@ -60,6 +68,8 @@ fn substitute(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$app", "shop")
         .replace("$period", "daily")
+        .replace("$range", "7d")
+        .replace("$cohort", "active")
 }
 
 /// Every `wechat_miniprogram_…{…}` selector in an expression.
@@ -163,7 +173,9 @@ fn dashboards_follow_the_conventions() {
                 if expr.contains("retention_ratio") || expr.contains("offset 1w") {
                     assert_eq!(unit, Some("percentunit"), "{name}: {title}");
                 }
-                if expr.contains("_seconds") && !expr.contains("cohort_timestamp") {
+                // Seconds, unless a timestamp or a ratio of seconds (week over week).
+                let ratio = expr.contains("offset 1w");
+                if expr.contains("_seconds") && !expr.contains("cohort_timestamp") && !ratio {
                     assert!(units.contains(&Some("s")), "{name}: {title}: seconds");
                 }
             }
@@ -184,7 +196,8 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
     apps[0].dips.insert(reduced, 0.5);
     let (sim, api) = common::spawn_simulation(apps.clone()).await;
     let config = dir.join("config.toml");
-    let extra = "[polling]\nerror_backoff_initial = \"1s\"\nerror_backoff_max = \"2s\"\n";
+    let extra = "[polling]\nerror_backoff_initial = \"1s\"\nerror_backoff_max = \"2s\"\n\
+        [reports]\nenabled = [\"visit_trend\", \"retention\", \"visit_distribution\", \"visit_page\", \"daily_summary\", \"user_portrait\", \"launch_time\", \"performance\", \"js_errors\", \"quota\"]\n";
     std::fs::write(&config, common::config_toml(&apps, api, extra)).unwrap();
 
     // 35 days of history.
@@ -377,7 +390,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|line| line.split(' ').next())
         .collect();
-    assert_eq!(families.len(), 31, "{families:?}");
+    assert_eq!(families.len(), 44, "{families:?}");
     let missing: Vec<&&str> = families
         .iter()
         .filter(|family| !all_queries.contains(**family))
