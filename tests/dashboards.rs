@@ -291,7 +291,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .iter()
         .flat_map(|group| group["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(rules.len(), 6);
+    assert_eq!(rules.len(), 9);
     let drop = rules
         .iter()
         .find(|rule| rule["name"] == "WeChatMiniProgramVisitUVDrop")

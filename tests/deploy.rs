@@ -167,7 +167,7 @@ fn the_compose_stack_is_valid_and_mounts_the_bundled_rules_and_dashboards() {
         "config",
         etc.join("prometheus.yml").to_str().unwrap(),
     ]);
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
 
     let grafana_sources: Vec<String> = volumes(&services["grafana"])
         .into_iter()
@@ -340,7 +340,7 @@ fn the_chart_ships_the_bundled_rules_and_dashboards_unchanged() {
     let rules = dir.join("rules.yml");
     std::fs::write(&rules, serde_json::to_string(&rule["spec"]).unwrap()).unwrap();
     let checked = promtool(&["check", "rules", rules.to_str().unwrap()]);
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
     let bundled =
         &yaml_documents(&std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap())[0];
     assert_eq!(&rule["spec"], bundled);
