@@ -11,8 +11,11 @@ use std::process::Output;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 
 use common::prometheus::{create_blocks, run_binary as run, temp_dir, Prometheus};
-use common::{beijing, simulated, simulated_trend, spawn_simulation, two_apps};
+use common::{beijing, simulated, simulated_call, simulated_trend, spawn_simulation, two_apps};
+use serde_json::Value;
+use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
+use wechat_miniprogram_exporter::report::Report;
 use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
 /// A configuration for the simulated apps, with quick backoff and one call at a time.
@@ -55,6 +58,47 @@ fn published(period: Period) -> DateTime<Utc> {
 
 fn visit_uv(app: &SimApp, period: Period) -> f64 {
     simulated_trend(app, period)["visit_uv"].as_f64().unwrap()
+}
+
+/// (series of `app`, the value the simulation answers for `day`) of the console's reports
+/// with history, each asked as `serve` would ask it for that day.
+fn console_figures(app: &SimApp, day: Period, last: NaiveDate) -> Vec<(String, f64)> {
+    let reports = Reports::default();
+    let call = |report: &str, n: usize| {
+        Report::by_name(report)
+            .unwrap()
+            .calls(day, &reports)
+            .remove(n)
+    };
+    let selector = |name: &str, labels: &str| format!("{name}{{app=\"{}\",{labels}}}", app.name);
+    let summary = &simulated(app, "daily_summary", day, last)["list"][0];
+    let launch = simulated_call(app, "launch_time", &call("launch_time", 0), last);
+    let launch: Value =
+        serde_json::from_str(launch["default_time_data"].as_str().unwrap()).unwrap();
+    let memory = simulated_call(app, "performance", &call("performance", 3), last);
+    let memory = &memory["data"]["body"]["tables"][0]["lines"][0]["fields"][0]["value"];
+    let errors = simulated_call(app, "js_errors", &call("js_errors", 0), last);
+    vec![
+        (
+            selector("wechat_miniprogram_cumulative_users", "period=\"daily\""),
+            summary["visit_total"].as_f64().unwrap(),
+        ),
+        (
+            selector("wechat_miniprogram_launch_time_seconds", "phase=\"total\""),
+            launch["list"][0]["cost_time"].as_f64().unwrap() / 1000.0,
+        ),
+        (
+            selector(
+                "wechat_miniprogram_performance",
+                "module=\"memory\",indicator=\"memory\"",
+            ),
+            memory.as_str().unwrap().parse().unwrap(),
+        ),
+        (
+            selector("wechat_miniprogram_js_error_groups", "error_type=\"app\""),
+            errors["totalCount"].as_f64().unwrap(),
+        ),
+    ]
 }
 
 /// Samples of the file as (series, value, timestamp).
@@ -162,6 +206,16 @@ async fn forty_days_load_into_prometheus_and_read_as_they_did_live() {
             assert_eq!(
                 prometheus.value(&expr, at).await,
                 Some(visit_uv(app, day)),
+                "{expr} {date}"
+            );
+        }
+        // The console's reports with history, to the value: the daily summary, launch times
+        // and performance data (asked 30 days at a time) and JS errors.
+        let at = published(day) + chrono::Duration::minutes(1);
+        for (expr, expected) in console_figures(shop, day, to) {
+            assert_eq!(
+                prometheus.value(&expr, at).await,
+                Some(expected),
                 "{expr} {date}"
             );
         }

@@ -106,7 +106,9 @@ impl WeChatError {
         match self.errcode() {
             Some(45011) => ErrorClass::MinuteQuota,
             Some(45009) => ErrorClass::DailyQuota,
-            Some(40013 | 40125 | 40164 | 41001 | 48001 | 61007 | 61502) => ErrorClass::Config,
+            Some(40013 | 40125 | 40164 | 41001 | 48001 | 61007 | 61502 | 76022) => {
+                ErrorClass::Config
+            }
             _ => ErrorClass::Transient,
         }
     }
@@ -127,6 +129,7 @@ impl WeChatError {
             48001 => "this Mini Program is not authorized for the API of the <report> report: grant the permission in the admin console (or the third-party platform's authorization), or remove <report> from reports.enabled",
             61007 => "the third-party platform is not authorized for this Mini Program's <report> report: ask the Mini Program to grant the permission set, or remove <report> from reports.enabled",
             61502 => "this is a mini game: the datacube API does not support mini games; remove the app from the configuration",
+            76022 => "the quota can only be asked with the app's own token: check the token source of apps.<name>, or remove quota from reports.enabled",
             _ => return None,
         })
     }
