@@ -826,6 +826,42 @@ mod tests {
     }
 
     #[test]
+    fn reports_are_named_from_the_registry_and_their_settings_checked() {
+        let found = problems(&format!(
+            "{APP}[reports]\nenabled = [\"visit_trend\", \"visits\"]\nportrait_ranges = [\"2d\"]\njs_errors_top = 101\nportrait_top = 0\n"
+        ));
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found.iter().any(|p| p.starts_with("reports.enabled: \"visits\" is not a report; the reports are visit_trend, retention")), "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reports.portrait_ranges: \"2d\"")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reports.js_errors_top: 101 must be between 1 and 100")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("reports.portrait_top: 0 must be between 1 and 500")),
+            "{found:#?}"
+        );
+
+        let config = Config::from_toml(&format!(
+            "{APP}[reports]\nenabled = [\"quota\", \"quota\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.reports.enabled, ["quota"]);
+        let defaults = Config::from_toml(APP).unwrap().reports;
+        assert!(defaults.is_enabled("js_errors") && !defaults.is_enabled("quota"));
+        assert_eq!(defaults.portrait_ranges, [1, 7, 30]);
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_reported_with_their_path() {
         let found = problems(&format!("{APP}[polling]\nconcurency = 3\n"));
         assert!(found[0].contains("concurency"), "{found:?}");

@@ -379,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn the_simulation_refuses_more_than_thirty_and_follows_the_weekly_rhythm() {
+        let app = crate::simulation::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
+        let answer = |date: &str, limit: u64| {
+            let mut body: Value =
+                serde_json::from_str(&JsErrors.calls(day(date), &Reports::default())[0].body)
+                    .unwrap();
+            body["limit"] = json!(limit);
+            let request = Request {
+                model: Model { app: &app },
+                kind: PeriodKind::Daily,
+                body: &body,
+                now: chrono::DateTime::parse_from_rfc3339("2024-07-01T12:00:00+08:00")
+                    .unwrap()
+                    .to_utc(),
+            };
+            JsErrors.simulate(&request)
+        };
+        assert_eq!(answer("20240615", 31).unwrap_err().0, 40097);
+        let pv = |date: &str| answer(date, 30).unwrap()["data"][0]["pv"].as_f64().unwrap();
+        // Saturday against the Monday before: more visitors, more errors.
+        assert!(pv("20240615") > pv("20240610"));
+        assert_eq!(
+            answer("20240615", 30).unwrap()["data"]
+                .as_array()
+                .unwrap()
+                .len(),
+            30
+        );
+        assert_eq!(answer("20240615", 30).unwrap()["totalCount"], 45);
+    }
+
+    #[test]
     fn no_errors_is_a_count_of_zero_and_no_count_is_not_ready() {
         let zero = r#"{"success":true,"data":[],"totalCount":0,"errcode":0}"#;
         let page = parsed::<ErrorPage>(JsErrors::NAME, "20210125", zero)
