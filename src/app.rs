@@ -12,25 +12,30 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{App, Config};
 use crate::metrics::SelfMetrics;
 use crate::poller::{AppPoller, Settings};
 use crate::server::router;
 use crate::sink::Sink;
 use crate::store::Store;
+use crate::supervise::supervise;
 use crate::wechat::client::{AppConnection, Client};
 
 /// The exporter, built and not yet running.
 pub struct Exporter {
     /// What `/metrics` serves.
     pub store: Arc<Store>,
-    pollers: Vec<AppPoller>,
+    client: Arc<Client>,
+    settings: Arc<Settings>,
+    apps: Vec<App>,
+    clock: Clock,
 }
 
 impl Exporter {
     /// Builds the client, store and pollers of `config`.
     pub fn build(config: &Config, clock: Clock) -> anyhow::Result<Exporter> {
-        let self_metrics = Arc::new(SelfMetrics::new());
+        let exporter_metrics = !config.web.disable_exporter_metrics;
+        let self_metrics = Arc::new(SelfMetrics::with_exporter_metrics(exporter_metrics));
         self_metrics.describe_instance(config.shard, config.apps.len());
         let client = Arc::new(
             Client::new(
@@ -46,37 +51,54 @@ impl Exporter {
             polling: config.polling.clone(),
             reports: config.reports.clone(),
         });
-        let pollers = config
-            .apps
-            .iter()
-            .enumerate()
-            .map(|(number, app)| {
-                AppPoller::new(
-                    number,
-                    AppConnection::new(app.clone()),
-                    client.clone(),
-                    store.clone() as Arc<dyn Sink>,
-                    settings.clone(),
-                    clock.clone(),
-                )
-            })
-            .collect();
-        Ok(Exporter { store, pollers })
+        Ok(Exporter {
+            store,
+            client,
+            settings,
+            apps: config.apps.clone(),
+            clock,
+        })
     }
 
-    /// Starts every poller in the background; they stop when `shutdown` turns true.
+    /// A poller for app number `number`, with a fresh token cache.
+    fn poller(&self, number: usize) -> AppPoller {
+        AppPoller::new(
+            number,
+            AppConnection::new(self.apps[number].clone()),
+            self.client.clone(),
+            self.store.clone() as Arc<dyn Sink>,
+            self.settings.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// Starts every poller in the background, each supervised (a panic restarts it); they
+    /// stop when `shutdown` turns true.
     pub fn start(self, shutdown: watch::Receiver<bool>) -> (Arc<Store>, JoinSet<()>) {
+        let exporter = Arc::new(self);
         let mut tasks = JoinSet::new();
-        for poller in self.pollers {
-            tasks.spawn(poller.run(shutdown.clone()));
+        for number in 0..exporter.apps.len() {
+            let this = exporter.clone();
+            let stop = shutdown.clone();
+            let start = move || this.poller(number).run(stop.clone());
+            tasks.spawn(supervise(
+                number,
+                exporter.apps[number].name.clone(),
+                exporter.store.clone() as Arc<dyn Sink>,
+                exporter.clock.clone(),
+                exporter.settings.polling.clone(),
+                shutdown.clone(),
+                start,
+            ));
         }
-        (self.store, tasks)
+        (exporter.store.clone(), tasks)
     }
 
     /// Runs one round for every app at once; `true` if any report failed with an error.
     pub async fn poll_once(self) -> (Arc<Store>, bool) {
         let mut tasks = JoinSet::new();
-        for mut poller in self.pollers {
+        for number in 0..self.apps.len() {
+            let mut poller = self.poller(number);
             tasks.spawn(async move {
                 poller.round().await;
                 poller.has_errors()
@@ -96,7 +118,12 @@ pub async fn serve(
     store: Arc<Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::listen::serve(
+        listener,
+        router(store),
+        None,
+        crate::server::listen::Limits::default(),
+        shutdown,
+    )
+    .await
 }

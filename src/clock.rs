@@ -12,6 +12,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+/// `instant` plus `delay`, or the last representable instant when that is further away (a
+/// configured delay can be absurdly long; a date must never overflow).
+pub fn after(instant: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|delay| instant.checked_add_signed(delay))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A source of wall-clock time that can also be slept on.
 #[derive(Clone, Debug)]
 pub enum Clock {
@@ -78,6 +87,19 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_any_delay_never_overflows() {
+        let start = DateTime::from_timestamp(0, 0).unwrap();
+        assert_eq!(after(start, Duration::from_secs(60)).timestamp(), 60);
+        assert_eq!(after(start, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        let years = Duration::from_secs(300_000 * 365 * 86_400);
+        assert_eq!(after(start, years), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            after(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 
     #[tokio::test]
     async fn manual_sleepers_wake_when_the_clock_passes_their_deadline() {

@@ -37,6 +37,32 @@ pub struct Config {
     pub apps: Vec<App>,
     /// Which share of the apps this instance polls (set from the command line).
     pub shard: Shard,
+    /// How `/metrics` is served (set from the command line).
+    pub web: Web,
+}
+
+/// The `--web.*` flags, as the official exporters have them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Web {
+    /// `--web.telemetry-path`: where the exposition is served.
+    pub telemetry_path: String,
+    /// `--web.config.file`: TLS, basic auth and headers (exporter-toolkit format).
+    pub config_file: Option<PathBuf>,
+    /// `--web.disable-exporter-metrics`: leave out the exporter's own metrics.
+    pub disable_exporter_metrics: bool,
+    /// `--web.max-connections`: the most connections open at once (0: from the file limit).
+    pub max_connections: usize,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            telemetry_path: "/metrics".into(),
+            config_file: None,
+            disable_exporter_metrics: false,
+            max_connections: 0,
+        }
+    }
 }
 
 /// One of `total` exporters that split the apps between them, each polling the apps whose
@@ -147,6 +173,32 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
+impl App {
+    /// Every credential of the app, to scrub from any text that leaves the process: the
+    /// AppSecret, or the token URL and each of its query values.
+    pub fn credentials(&self) -> Vec<String> {
+        match &self.token {
+            TokenSource::StableToken(secret) | TokenSource::Token(secret) => {
+                vec![secret.expose().to_string()]
+            }
+            TokenSource::Url(url) => {
+                let query = url.split_once('?').map_or("", |(_, query)| query);
+                let values = query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(_, value)| value);
+                let mut credentials: Vec<String> = values
+                    .filter(|value| value.len() >= 4)
+                    .map(String::from)
+                    .collect();
+                credentials.insert(0, url.clone());
+                credentials
+            }
+            TokenSource::File(_) => Vec::new(),
+        }
+    }
+}
+
 impl TokenSource {
     /// The value of `token_source` that selects this source.
     pub fn name(&self) -> &'static str {
@@ -156,6 +208,46 @@ impl TokenSource {
             TokenSource::Url(_) => "url",
             TokenSource::File(_) => "file",
         }
+    }
+}
+
+/// An AppSecret as written in the configuration: a string, or digits (a TOML number); never
+/// echoed in an error.
+#[derive(Clone, Default, Serialize)]
+#[serde(transparent)]
+struct SecretText(String);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SecretText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SecretText, E> {
+                Ok(SecretText(text.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<SecretText, E> {
+                Ok(SecretText(number.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<SecretText, E> {
+                Ok(SecretText(number.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretText, E> {
+                Err(E::custom("must be a string (write the secret in quotes)"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretText, E> {
+                Err(E::custom("must be a string (write the secret in quotes)"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -243,7 +335,7 @@ struct RawApp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     appid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
+    secret: Option<SecretText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,12 +376,14 @@ impl Default for RawConfig {
 
 /// What the command line sets over the configuration: applied while it is loaded, so that
 /// validation sees the values in effect.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--web.listen-address`, over `listen_address`.
     pub listen_address: Option<SocketAddr>,
     /// `--shard N --total-shards M`: only the apps of that shard are kept.
     pub shard: Option<Shard>,
+    /// The `--web.*` flags.
+    pub web: Web,
 }
 
 impl Overrides {
@@ -309,17 +403,20 @@ impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         if let Some(file) = file {
-            if !file.exists() {
-                return Err(ConfigError {
-                    problems: vec![format!(
-                        "--config: the file {} does not exist; give the path of a TOML file (see config.example.toml)",
-                        file.display()
-                    )],
-                });
-            }
+            check_file(file).map_err(|problem| ConfigError {
+                problems: vec![format!("--config: {problem}")],
+            })?;
             figment = figment.merge(Toml::file(file));
         }
-        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // AppSecrets are taken from the environment as written: figment would read an
+        // all-digit secret as a number and drop the quotes of a quoted one.
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter(|key| !is_secret_key(key.as_str()));
+        let mut figment = figment.merge(env);
+        for (name, secret) in environment_secrets()? {
+            figment = figment.merge(Serialized::default(&format!("apps.{name}.secret"), secret));
+        }
         Config::from_figment(overrides.apply(figment), overrides)
     }
 
@@ -339,8 +436,72 @@ impl Config {
         let raw: RawConfig = figment.extract().map_err(|errors| ConfigError {
             problems: errors.into_iter().map(describe_figment_error).collect(),
         })?;
-        raw.validate(overrides.shard.unwrap_or_default())
+        let mut config = raw.validate(overrides.shard.unwrap_or_default())?;
+        config.web = overrides.web.clone();
+        Ok(config)
     }
+}
+
+/// Checks that `file` is a readable UTF-8 file, so that a directory or a binary file is
+/// named as such instead of reading as an empty configuration.
+fn check_file(file: &Path) -> Result<(), String> {
+    let shown = file.display();
+    let metadata = std::fs::metadata(file).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "the file {shown} does not exist; give the path of a TOML file (see config/example.toml)"
+        ),
+        _ => format!("cannot read {shown}: {error}"),
+    })?;
+    if metadata.is_dir() {
+        return Err(format!(
+            "{shown} is a directory; give the path of a TOML file (see config/example.toml)"
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|error| format!("cannot read {shown}: {error}"))?;
+    std::str::from_utf8(&bytes).map_err(|error| {
+        format!(
+            "{shown} is not UTF-8 text (at byte {}); a configuration is a TOML file",
+            error.valid_up_to()
+        )
+    })?;
+    Ok(())
+}
+
+/// Whether an environment key (after the prefix) is an app's secret.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.starts_with("apps") && (key.ends_with("__secret") || key.ends_with(".secret"))
+}
+
+/// Every `WECHAT_MINIPROGRAM_APPS__NAME__SECRET` of the environment, as written: (name in
+/// lower case, value).
+fn environment_secrets() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut secrets = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let Some(rest) = key.get(ENV_PREFIX.len()..).filter(|_| {
+            key.get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+        }) else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let Some(name) = lower
+            .strip_prefix("apps__")
+            .and_then(|r| r.strip_suffix("__secret"))
+        else {
+            continue;
+        };
+        let Ok(value) = value.into_string() else {
+            return Err(ConfigError {
+                problems: vec![format!(
+                    "apps.{name}.secret: the environment variable {key} is not UTF-8"
+                )],
+            });
+        };
+        secrets.push((name.to_string(), value));
+    }
+    Ok(secrets)
 }
 
 fn describe_figment_error(error: figment::Error) -> String {
@@ -354,7 +515,21 @@ fn describe_figment_error(error: figment::Error) -> String {
         .as_ref()
         .map(|metadata| format!(" (from {})", metadata.name))
         .unwrap_or_default();
-    format!("{key}: {}{source}", error.kind)
+    // A TOML syntax error quotes the line it is on, which may hold a secret: only the
+    // position and the reason are kept.
+    let kind = error.kind.to_string();
+    let kind: Vec<&str> = kind
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('|') && !is_quoted_line(line))
+        .collect();
+    format!("{key}: {}{source}", kind.join(" "))
+}
+
+/// A line of a TOML error that quotes the source: `12 | text`.
+fn is_quoted_line(line: &str) -> bool {
+    let line = line.trim_start();
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && line[digits..].trim_start().starts_with('|')
 }
 
 /// Collects problems while validating.
@@ -366,12 +541,33 @@ impl Problems {
         self.0.push(format!("{key}: {problem}"));
     }
 
+    /// A duration between `min` and `max`.
+    fn duration_in(&mut self, key: &str, text: &str, min: Duration, max: Duration) -> Duration {
+        let duration = self.duration(key, text);
+        if duration.is_zero() {
+            return min;
+        }
+        if !(min..=max).contains(&duration) {
+            let show = |duration: Duration| humantime::format_duration(duration).to_string();
+            self.add(
+                key,
+                format!(
+                    "{text:?} is out of range; use from {} to {}",
+                    show(min),
+                    show(max)
+                ),
+            );
+            return duration.clamp(min, max);
+        }
+        duration
+    }
+
     fn duration(&mut self, key: &str, text: &str) -> Duration {
         match humantime::parse_duration(text.trim()) {
             Ok(duration) if !duration.is_zero() => duration,
             Ok(_) => {
                 self.add(key, "must be longer than zero");
-                Duration::from_secs(1)
+                Duration::ZERO
             }
             Err(_) => {
                 self.add(
@@ -380,7 +576,7 @@ impl Problems {
                         "{text:?} is not a duration; write e.g. \"30s\", \"30m\" or \"1h 30m\""
                     ),
                 );
-                Duration::from_secs(1)
+                Duration::ZERO
             }
         }
     }
@@ -407,6 +603,7 @@ impl RawConfig {
             reports,
             apps,
             shard,
+            web: Web::default(),
         })
     }
 }
@@ -438,21 +635,52 @@ impl Problems {
     }
 }
 
+/// The allowed range of each polling delay: short enough to be useful, long enough not to
+/// flood WeChat or the log.
+const MINUTE: Duration = Duration::from_secs(60);
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The most requests in flight that `polling.concurrency` allows.
+pub const MAX_CONCURRENCY: i64 = 64;
+
 impl RawPolling {
     fn validate(&self, problems: &mut Problems) -> Polling {
+        let hour = 60 * MINUTE;
         let polling = Polling {
-            not_ready_retry: problems.duration("polling.not_ready_retry", &self.not_ready_retry),
-            error_backoff_initial: problems
-                .duration("polling.error_backoff_initial", &self.error_backoff_initial),
-            error_backoff_max: problems
-                .duration("polling.error_backoff_max", &self.error_backoff_max),
-            concurrency: usize::try_from(self.concurrency).unwrap_or(0),
-            request_timeout: problems.duration("polling.request_timeout", &self.request_timeout),
+            not_ready_retry: problems.duration_in(
+                "polling.not_ready_retry",
+                &self.not_ready_retry,
+                MINUTE,
+                DAY,
+            ),
+            error_backoff_initial: problems.duration_in(
+                "polling.error_backoff_initial",
+                &self.error_backoff_initial,
+                SECOND / 10,
+                hour,
+            ),
+            error_backoff_max: problems.duration_in(
+                "polling.error_backoff_max",
+                &self.error_backoff_max,
+                SECOND,
+                DAY,
+            ),
+            concurrency: usize::try_from(self.concurrency.clamp(0, MAX_CONCURRENCY)).unwrap_or(0),
+            request_timeout: problems.duration_in(
+                "polling.request_timeout",
+                &self.request_timeout,
+                SECOND,
+                10 * MINUTE,
+            ),
         };
-        if polling.concurrency == 0 {
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             problems.add(
                 "polling.concurrency",
-                format!("{} must be at least 1", self.concurrency),
+                format!(
+                    "{} must be between 1 and {MAX_CONCURRENCY}",
+                    self.concurrency
+                ),
             );
         }
         if polling.error_backoff_initial > polling.error_backoff_max {
@@ -498,7 +726,12 @@ impl RawReports {
             portrait_top,
             portrait_ranges: self.portrait_ranges(problems),
             js_errors_top,
-            quota_interval: problems.duration("reports.quota_interval", &self.quota_interval),
+            quota_interval: problems.duration_in(
+                "reports.quota_interval",
+                &self.quota_interval,
+                10 * MINUTE,
+                DAY,
+            ),
         }
     }
 
@@ -716,7 +949,9 @@ impl RawApp {
                 problems.add(key, "set either secret or secret_file, not both");
                 None
             }
-            (Some(secret), None) if !secret.trim().is_empty() => Some(Secret::new(secret.trim())),
+            (Some(SecretText(secret)), None) if !secret.trim().is_empty() => {
+                Some(Secret::new(secret.trim()))
+            }
             (Some(_), None) => {
                 problems.add(&format!("{key}.secret"), "is empty");
                 None
@@ -823,6 +1058,39 @@ mod tests {
             "{}",
             found[6]
         );
+    }
+
+    #[test]
+    fn absurd_numbers_and_durations_are_refused_with_the_allowed_range() {
+        let found = problems(&format!(
+            "{APP}[polling]\nconcurrency = 9223372036854775807\nnot_ready_retry = \"1ns\"\n\
+             error_backoff_initial = \"1ns\"\nerror_backoff_max = \"300000years\"\nrequest_timeout = \"1h\"\n\
+             [reports]\nquota_interval = \"1s\"\n"
+        ));
+        let expected = [
+            "polling.not_ready_retry: \"1ns\" is out of range; use from 1m to 1day",
+            "polling.error_backoff_initial: \"1ns\" is out of range; use from 100ms to 1h",
+            "polling.error_backoff_max: \"300000years\" is out of range; use from 1s to 1day",
+            "polling.request_timeout: \"1h\" is out of range; use from 1s to 10m",
+            "polling.concurrency: 9223372036854775807 must be between 1 and 64",
+            "reports.quota_interval: \"1s\" is out of range; use from 10m to 1day",
+        ];
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_toml_error_never_quotes_the_line_it_is_on() {
+        let found = problems("[apps.shop]\nappid = \"wx1234567890abcdef\"\nsecret = 0123secret\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].contains("0123secret"), "{found:?}");
+        assert!(found[0].contains("line 3"), "{found:?}");
+        let config =
+            Config::from_toml("[apps.shop]\nappid = \"wx1234567890abcdef\"\nsecret = 123456\n")
+                .unwrap();
+        let TokenSource::StableToken(secret) = &config.apps[0].token else {
+            panic!()
+        };
+        assert_eq!(secret.expose(), "123456", "an all-digit secret is a secret");
     }
 
     #[test]

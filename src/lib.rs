@@ -56,6 +56,7 @@ pub mod period;
 pub mod wechat;
 
 pub mod exposition;
+pub mod gzip;
 
 pub mod report;
 
@@ -64,6 +65,7 @@ pub mod policy;
 pub mod sink;
 
 pub mod poller;
+pub mod supervise;
 
 pub mod metrics;
 

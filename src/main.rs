@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use wechat_miniprogram_exporter::app::{serve as serve_http, Exporter};
+use wechat_miniprogram_exporter::app::Exporter;
 use wechat_miniprogram_exporter::backfill;
 use wechat_miniprogram_exporter::backfill::fetch::fetch;
 use wechat_miniprogram_exporter::backfill::history::History;
@@ -21,8 +21,11 @@ use wechat_miniprogram_exporter::backfill::openmetrics::Written;
 use wechat_miniprogram_exporter::backfill::plan::plan;
 use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Shard};
+use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Shard, Web};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
+use wechat_miniprogram_exporter::server::listen::{self, Limits};
+use wechat_miniprogram_exporter::server::router_with;
+use wechat_miniprogram_exporter::server::web_config::WebConfig;
 use wechat_miniprogram_exporter::simulation::{config_for, demo_apps, generated_apps, Simulation};
 
 /// Exports WeChat Mini Program analytics (datacube) as Prometheus metrics.
@@ -57,6 +60,20 @@ struct Cli {
         requires = "shard"
     )]
     total_shards: Option<u32>,
+    /// TLS, basic auth and headers for the HTTP server: the exporter-toolkit web
+    /// configuration file (YAML), read again when it or its certificates change.
+    #[arg(long = "web.config.file", global = true, value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", global = true, value_name = "PATH", default_value = "/metrics", value_parser = telemetry_path)]
+    telemetry_path: String,
+    /// Leave out the exporter's own metrics (its API counters and the process metrics); the
+    /// analytics, up and the build info stay.
+    #[arg(long = "web.disable-exporter-metrics", global = true)]
+    disable_exporter_metrics: bool,
+    /// The most HTTP connections open at once [default: 512, fewer under a low file limit].
+    #[arg(long = "web.max-connections", global = true, value_name = "N")]
+    max_connections: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -125,6 +142,16 @@ fn time_of_day(text: &str) -> Result<NaiveTime, String> {
         .map_err(|_| format!("{text:?} is not a time of day; write HH:MM"))
 }
 
+fn telemetry_path(text: &str) -> Result<String, String> {
+    let reserved = ["/", "/healthz", "/readyz"];
+    if !text.starts_with('/') || reserved.contains(&text) || text.starts_with("/apps/") {
+        return Err(format!(
+            "{text:?} is not a path for the metrics; write e.g. /metrics (not /, /healthz, /readyz or /apps/...)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
     parse_listen_address(text).ok_or_else(|| format!("{text:?} is not HOST:PORT or :PORT"))
 }
@@ -167,6 +194,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         listen_address: cli.listen_address,
         shard,
+        web: Web {
+            telemetry_path: cli.telemetry_path.clone(),
+            config_file: cli.web_config_file.clone(),
+            disable_exporter_metrics: cli.disable_exporter_metrics,
+            max_connections: cli.max_connections.unwrap_or(0),
+        },
     };
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
@@ -265,6 +298,16 @@ async fn demo(overrides: &Overrides) -> anyhow::Result<ExitCode> {
 /// Serves `config` until SIGINT or SIGTERM, then stops the pollers (a bounded wait). A demo
 /// first prints where to look.
 async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
+    let web = match &config.web.config_file {
+        Some(path) => match WebConfig::load(path) {
+            Ok(web) => Some(Arc::new(web)),
+            Err(problem) => {
+                eprintln!("error: --web.config.file: {problem}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen_address)
         .await
         .with_context(|| {
@@ -278,26 +321,32 @@ async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
         // A closed stdout (a pipe whose reader left) must not stop the demo.
         let _ = writeln!(
             std::io::stdout(),
-            "{banner} ({}).\n  metrics:      http://{address}/metrics\n  status page:  http://{address}/",
-            config.api_base_url
+            "{banner} ({}).\n  metrics:      http://{address}{}\n  status page:  http://{address}/",
+            config.api_base_url,
+            config.web.telemetry_path
         );
     }
-    tracing::info!(address = %address, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "serving /metrics");
+    tracing::info!(address = %address, apps = config.apps.len(), tls = web.as_ref().is_some_and(|web| web.current().tls.is_some()), version = env!("CARGO_PKG_VERSION"), "serving {}", config.web.telemetry_path);
     let (stop, stopped) = watch::channel(false);
     let (store, mut pollers) = Exporter::build(config, Clock::System)?.start(stopped);
-    let server = tokio::spawn(serve_http(listener, store, async move {
+    let router = router_with(store, &config.web.telemetry_path);
+    let mut limits = Limits::default();
+    if config.web.max_connections > 0 {
+        limits.max_connections = config.web.max_connections;
+    }
+    listen::serve(listener, router, web, limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
-    }));
-    server.await.context("the server task failed")??;
+    })
+    .await?;
     // Pollers stop at their next await point; a request in flight gets a bounded wait.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while pollers.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("pollers did not stop within 10s; exiting anyway");
+        tracing::warn!("pollers did not stop within 5s; exiting anyway");
     }
     Ok(ExitCode::SUCCESS)
 }

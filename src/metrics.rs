@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -23,6 +24,7 @@ use crate::config::{App, Shard};
 use crate::exposition::{Exposition, Samples, Text};
 use crate::report::{AppData, Report};
 use crate::wechat::client::Observer;
+use crate::wechat::wire::Tally;
 use crate::wechat::WeChatError;
 
 /// Writes the exposition of every app's held data, then `self_metrics`, into `out`.
@@ -92,6 +94,11 @@ pub struct SelfMetrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     token_fetches: IntCounterVec,
+    dropped: IntCounterVec,
+    /// The exporter's own counters, exported unless `--web.disable-exporter-metrics`.
+    exporter: Registry,
+    exporter_metrics: bool,
+    process: Option<ProcessCollector>,
     shard: IntGaugeVec,
     apps: IntGauge,
     changes: AtomicU64,
@@ -108,6 +115,15 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     collector
 }
 
+/// Appends families in the text format.
+fn encode(families: &[prometheus::proto::MetricFamily], out: &mut String) {
+    let mut text = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(families, &mut text)
+        .expect("encoding into a String cannot fail");
+    out.push_str(&text);
+}
+
 impl Default for SelfMetrics {
     fn default() -> Self {
         SelfMetrics::new()
@@ -115,12 +131,20 @@ impl Default for SelfMetrics {
 }
 
 impl SelfMetrics {
-    /// Registers every counter, at zero.
+    /// Registers every counter, at zero, and the process metrics.
     pub fn new() -> SelfMetrics {
+        SelfMetrics::with_exporter_metrics(true)
+    }
+
+    /// As [`SelfMetrics::new`]; with `exporter_metrics` false
+    /// (`--web.disable-exporter-metrics`), the exporter's own counters and the process metrics
+    /// are counted but not exported (the analytics, `up`, the build and shard info are).
+    pub fn with_exporter_metrics(exporter_metrics: bool) -> SelfMetrics {
         let registry = Registry::new();
+        let exporter = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            register(&registry, counter)
+            register(&exporter, counter)
         };
         let requests = counter(
             "wechat_miniprogram_api_requests_total",
@@ -138,13 +162,18 @@ impl SelfMetrics {
         )
         .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let duration = register(
-            &registry,
+            &exporter,
             HistogramVec::new(duration, &["endpoint"]).expect("valid metric"),
         );
         let token_fetches = counter(
             "wechat_miniprogram_token_fetches_total",
             "Access tokens fetched, by outcome (success, error).",
             &["appid", "app", "outcome"],
+        );
+        let dropped = counter(
+            "wechat_miniprogram_api_values_dropped_total",
+            "Values of WeChat's answers dropped rather than exported, by reason: invalid (negative, absurdly large, a share above 1) or duplicate (an entry given twice; the first is kept).",
+            &["appid", "app", "endpoint", "reason"],
         );
         let shard = Opts::new(
             "wechat_miniprogram_exporter_shard_info",
@@ -161,10 +190,14 @@ impl SelfMetrics {
         let apps = register(&registry, apps.expect("valid metric"));
         SelfMetrics {
             registry,
+            exporter,
+            process: exporter_metrics.then(ProcessCollector::for_self),
+            exporter_metrics,
             requests,
             errors,
             duration,
             token_fetches,
+            dropped,
             shard,
             apps,
             changes: AtomicU64::new(0),
@@ -194,12 +227,22 @@ impl SelfMetrics {
                     .with_label_values(&[&app.appid, &app.name, outcome]);
             }
         }
-        let families = self.registry.gather();
-        let mut text = String::new();
-        prometheus::TextEncoder::new()
-            .encode_utf8(&families, &mut text)
-            .expect("encoding into a String cannot fail");
-        out.push_str(&text);
+        let mut families = self.registry.gather();
+        if self.exporter_metrics {
+            families.extend(self.exporter.gather());
+            families.sort_by(|a, b| a.name().cmp(b.name()));
+        }
+        encode(&families, out);
+    }
+
+    /// Writes the process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+    /// `process_open_fds`, `process_start_time_seconds`...), read now: they are not cached
+    /// with the rest.
+    pub fn render_process(&self, out: &mut String) {
+        use prometheus::core::Collector as _;
+        if let Some(process) = &self.process {
+            encode(&process.collect(), out);
+        }
     }
 }
 
@@ -215,6 +258,17 @@ impl Observer for SelfMetrics {
             self.errors
                 .with_label_values(&[&app.appid, &app.name, endpoint, &error.label()])
                 .inc();
+        }
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    fn dropped(&self, app: &App, endpoint: &str, tally: Tally) {
+        for (reason, count) in [("invalid", tally.invalid), ("duplicate", tally.duplicate)] {
+            if count > 0 {
+                self.dropped
+                    .with_label_values(&[&app.appid, &app.name, endpoint, reason])
+                    .inc_by(u64::from(count));
+            }
         }
         self.changes.fetch_add(1, Ordering::Release);
     }

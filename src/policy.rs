@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, Timelike, Utc};
 
+use crate::clock::after;
 use crate::config::Polling;
 use crate::period::{beijing_date, beijing_midnight};
 use crate::wechat::ErrorClass;
@@ -38,14 +39,14 @@ pub fn react(
     polling: &Polling,
     jitter: f64,
 ) -> Reaction {
-    let after = |delay: Duration| now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let later = |delay: Duration| after(now, delay);
     match class {
         ErrorClass::Transient => Reaction {
-            retry_at: after(backoff(polling, failures, jitter)),
+            retry_at: later(backoff(polling, failures, jitter)),
             pause_app: false,
         },
         ErrorClass::Config => Reaction {
-            retry_at: after(polling.error_backoff_max),
+            retry_at: later(polling.error_backoff_max),
             pause_app: false,
         },
         ErrorClass::MinuteQuota => Reaction {
@@ -66,8 +67,9 @@ pub fn backoff(polling: &Polling, failures: u32, jitter: f64) -> Duration {
         .error_backoff_initial
         .saturating_mul(1u32 << failures.min(20))
         .min(polling.error_backoff_max);
-    base.mul_f64(0.5 + 0.5 * jitter)
-        .clamp(polling.error_backoff_initial, polling.error_backoff_max)
+    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+        .max(polling.error_backoff_initial)
+        .min(polling.error_backoff_max)
 }
 
 /// The start of the next wall-clock minute, plus a second of slack.

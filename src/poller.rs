@@ -27,7 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::clock::Clock;
+use crate::clock::{after, Clock};
 use crate::config::{Polling, Reports};
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
@@ -99,7 +99,7 @@ impl Job {
         let refresh = self.refresh.zip(self.last_success);
         match refresh {
             None => held.next().end_instant(),
-            Some((every, last)) => (last + every).min(held.end_instant()),
+            Some((every, last)) => after(last, every).min(held.end_instant()),
         }
     }
 
@@ -349,7 +349,7 @@ impl AppPoller {
             Ok(None) => {
                 let state = &mut self.jobs[job];
                 tracing::debug!(app = %self.connection.app.name, report = %state.report, period = %target, "not published yet");
-                state.next_attempt = now + self.settings.polling.not_ready_retry;
+                state.next_attempt = after(now, self.settings.polling.not_ready_retry);
                 state.failures = 0;
                 state.last_error = None;
                 Outcome::NotReady

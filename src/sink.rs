@@ -32,4 +32,7 @@ pub trait Sink: Send + Sync {
     fn up(&self, app: usize, up: bool);
     /// The app finished its first round.
     fn first_round_done(&self, app: usize);
+    /// The app's poller failed unexpectedly (a panic) with `message`, and restarts: the app
+    /// is down until a report succeeds again.
+    fn crashed(&self, app: usize, message: &str);
 }

@@ -6,13 +6,10 @@
 //! are. Nothing here calls WeChat.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
 use crate::config::App;
 use crate::metrics::{render, SelfMetrics};
@@ -33,12 +30,13 @@ struct State {
     apps: Vec<AppData>,
     statuses: Vec<BTreeMap<(Report, PeriodKind), JobStatus>>,
     first_round_done: Vec<bool>,
+    crashes: Vec<Option<String>>,
 }
 
 struct Rendered {
     version: (u64, u64),
     text: Bytes,
-    gzip: Option<Bytes>,
+    gzip: Option<crate::gzip::Head>,
 }
 
 /// One app as the landing page shows it.
@@ -54,6 +52,8 @@ pub struct AppOverview {
     pub ready: bool,
     /// Status per (report, kind).
     pub jobs: BTreeMap<(Report, PeriodKind), JobStatus>,
+    /// The last unexpected failure of the app's poller, until a report succeeds again.
+    pub crash: Option<String>,
 }
 
 impl Store {
@@ -71,6 +71,7 @@ impl Store {
                 .collect(),
             statuses: vec![BTreeMap::new(); apps.len()],
             first_round_done: vec![false; apps.len()],
+            crashes: vec![None; apps.len()],
         };
         Store {
             state: RwLock::new(state),
@@ -85,8 +86,10 @@ impl Store {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// The exposition text, gzipped if asked; rendered again only if something changed.
-    pub fn metrics(&self, gzip: bool) -> Bytes {
+    /// The exposition in parts, gzipped if asked: the text rendered once per change (data,
+    /// health, the exporter's counters), then the process metrics read now. Gzipped, the
+    /// first part is compressed once per change and the second appended to the same stream.
+    pub fn exposition(&self, gzip: bool) -> Vec<Bytes> {
         let version = (
             self.generation.load(Ordering::Acquire),
             self.self_metrics.changes(),
@@ -107,22 +110,21 @@ impl Store {
             });
         }
         let rendered = rendered.as_mut().expect("rendered above");
+        let mut tail = String::new();
+        self.self_metrics.render_process(&mut tail);
         if !gzip {
-            return rendered.text.clone();
+            return vec![rendered.text.clone(), Bytes::from(tail)];
         }
-        rendered
+        let head = rendered
             .gzip
-            .get_or_insert_with(|| {
-                let mut encoder = GzEncoder::new(
-                    Vec::with_capacity(rendered.text.len() / 4),
-                    Compression::fast(),
-                );
-                encoder
-                    .write_all(&rendered.text)
-                    .expect("writing to memory");
-                Bytes::from(encoder.finish().expect("writing to memory"))
-            })
-            .clone()
+            .get_or_insert_with(|| crate::gzip::head(&rendered.text));
+        let end = crate::gzip::finish(head, tail.as_bytes());
+        vec![head.bytes.clone(), Bytes::from(end)]
+    }
+
+    /// The whole exposition in one piece (see [`Store::exposition`]).
+    pub fn metrics(&self, gzip: bool) -> Bytes {
+        Bytes::from(self.exposition(gzip).concat())
     }
 
     /// True once every app has finished its first round of polling.
@@ -143,12 +145,14 @@ impl Store {
             .iter()
             .zip(&state.statuses)
             .zip(&state.first_round_done)
-            .map(|((app, jobs), ready)| AppOverview {
+            .zip(&state.crashes)
+            .map(|(((app, jobs), ready), crash)| AppOverview {
                 name: app.name.clone(),
                 appid: app.appid.clone(),
                 up: app.up,
                 ready: *ready,
                 jobs: jobs.clone(),
+                crash: crash.clone(),
             })
             .collect()
     }
@@ -168,11 +172,24 @@ impl Sink for Store {
     }
 
     fn up(&self, app: usize, up: bool) {
-        self.write(|state| state.apps[app].up = up);
+        self.write(|state| {
+            state.apps[app].up = up;
+            if up {
+                state.crashes[app] = None;
+            }
+        });
     }
 
     fn first_round_done(&self, app: usize) {
         self.write(|state| state.first_round_done[app] = true);
+    }
+
+    fn crashed(&self, app: usize, message: &str) {
+        self.write(|state| {
+            state.apps[app].up = false;
+            state.crashes[app] = Some(message.to_string());
+            state.first_round_done[app] = true;
+        });
     }
 }
 
@@ -193,14 +210,14 @@ mod tests {
     #[test]
     fn scrapes_reuse_one_rendering_until_something_changes() {
         let store = store();
-        let first = store.metrics(false);
-        assert_eq!(first.as_ptr(), store.metrics(false).as_ptr());
-        let gzipped = store.metrics(true);
-        assert_eq!(gzipped.as_ptr(), store.metrics(true).as_ptr());
+        let first = store.exposition(false)[0].clone();
+        assert_eq!(first.as_ptr(), store.exposition(false)[0].as_ptr());
+        let gzipped = store.exposition(true)[0].clone();
+        assert_eq!(gzipped.as_ptr(), store.exposition(true)[0].as_ptr());
 
         store.up(0, false);
+        assert_ne!(first.as_ptr(), store.exposition(false)[0].as_ptr());
         let changed = store.metrics(false);
-        assert_ne!(first.as_ptr(), changed.as_ptr());
         assert!(String::from_utf8_lossy(&changed)
             .contains("wechat_miniprogram_up{appid=\"wx1234567890abcdef\",app=\"shop\"} 0"));
         let mut text = String::new();
@@ -209,7 +226,18 @@ mod tests {
             &mut text,
         )
         .unwrap();
-        assert_eq!(text.as_bytes(), &changed[..]);
+        // The same exposition, but for the process metrics, read anew for each.
+        let without_process = |text: &str| -> String {
+            text.lines()
+                .filter(|line| !line.contains("process_"))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        assert_eq!(
+            without_process(&text),
+            without_process(&String::from_utf8_lossy(&changed))
+        );
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
     }
 
     #[test]

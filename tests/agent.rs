@@ -834,7 +834,7 @@ async fn readiness_waits_for_every_app_first_round() {
 }
 
 #[tokio::test]
-async fn the_landing_page_shows_each_app_and_report() {
+async fn the_status_pages_show_each_app_failing_first_and_each_report() {
     let mut apps = two_apps();
     apps.push(SimApp::new(
         "blog",
@@ -842,18 +842,42 @@ async fn the_landing_page_shows_each_app_and_report() {
         "secret-blog-0123456789",
         100.0,
     ));
-    let app = spawn_app(apps, beijing("2024-06-05 12:00")).await;
+    let app = spawn_app_with(
+        apps,
+        beijing("2024-06-05 12:00"),
+        "",
+        |toml| toml.replace("secret-news-0123456789", "wrong-secret"),
+        |_| {},
+    )
+    .await;
     app.settle().await;
     let page = app.get("/").await.text().await.unwrap();
     for needle in [
         "href=\"/metrics\"",
-        "blog",
+        "3 Mini Programs: <b>2 up</b>, <b class=\"down\">1 down</b>",
+        "href=\"/apps/blog\"",
+        "errcode 40125",
+    ] {
+        assert!(
+            page.contains(needle),
+            "landing page lacks {needle}:\n{page}"
+        );
+    }
+    let (news, blog) = (
+        page.find("/apps/news").unwrap(),
+        page.find("/apps/blog").unwrap(),
+    );
+    assert!(news < blog, "the failing app first");
+
+    let detail = app.get("/apps/shop").await.text().await.unwrap();
+    for needle in [
         "visit_distribution",
         "day 2024-06-04",
         "week 2024-05-27..2024-06-02",
     ] {
-        assert!(page.contains(needle), "landing page lacks {needle}");
+        assert!(detail.contains(needle), "the app's page lacks {needle}");
     }
+    assert_eq!(app.get("/apps/nobody").await.status(), 404);
 }
 
 #[tokio::test]

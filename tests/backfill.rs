@@ -20,7 +20,7 @@ use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
 /// A configuration for the simulated apps, with quick backoff and one call at a time.
 fn config(dir: &Path, apps: &[SimApp], api: SocketAddr) -> String {
-    let extra = "[polling]\nerror_backoff_initial = \"10ms\"\nerror_backoff_max = \"50ms\"\nconcurrency = 1\n";
+    let extra = "[polling]\nerror_backoff_initial = \"100ms\"\nerror_backoff_max = \"1s\"\nconcurrency = 1\n";
     let path = dir.join("config.toml");
     std::fs::write(&path, common::config_toml(apps, api, extra)).unwrap();
     path.display().to_string()

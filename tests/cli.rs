@@ -94,7 +94,7 @@ fn every_key_can_come_from_the_environment() {
         ],
     );
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("polling.concurrency: 0 must be at least 1"));
+    assert!(text(&output.stderr).contains("polling.concurrency: 0 must be between 1 and 64"));
 
     // An app entirely from the environment.
     let output = run(

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use common::prometheus::{create_blocks, run_binary, temp_dir, ExporterProcess, Prometheus};
 use common::{beijing, two_apps};
-use wechat_miniprogram_exporter::period::beijing_date;
+use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
 use wechat_miniprogram_exporter::simulation::Fault;
 
 const DASHBOARDS: [&str; 7] = [
@@ -173,8 +173,9 @@ fn dashboards_follow_the_conventions() {
                 if expr.contains("retention_ratio") || expr.contains("offset 1w") {
                     assert_eq!(unit, Some("percentunit"), "{name}: {title}");
                 }
-                // Seconds, unless a timestamp or a ratio of seconds (week over week).
-                let ratio = expr.contains("offset 1w");
+                // Seconds, unless a timestamp, a ratio of seconds (week over week) or a rate
+                // of seconds (CPU used per second).
+                let ratio = expr.contains("offset 1w") || expr.contains("rate(");
                 if expr.contains("_seconds") && !expr.contains("cohort_timestamp") && !ratio {
                     assert!(units.contains(&Some("s")), "{name}: {title}: seconds");
                 }
@@ -235,6 +236,18 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         1,
     );
     sim.inject(&apps[1].appid, Some("stable_token"), Fault::Status(500), 1);
+    // And yesterday's distribution with a key given twice, so that a value is dropped and
+    // counted.
+    let yesterday = Period::containing(PeriodKind::Daily, reduced);
+    let mut duplicate = common::simulated(&apps[0], "visit_distribution", yesterday, reduced);
+    let items = duplicate["list"][0]["item_list"].as_array_mut().unwrap();
+    items.push(items[0].clone());
+    sim.inject(
+        &apps[0].appid,
+        Some("getweanalysisappidvisitdistribution"),
+        Fault::Body(duplicate.to_string()),
+        1,
+    );
     let exporter = ExporterProcess::start(&config, &[]).await;
     let rules = std::fs::canonicalize("deploy/prometheus/alerts.yml").unwrap();
     let prometheus = Prometheus::start(
@@ -390,10 +403,16 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|line| line.split(' ').next())
         .collect();
-    assert_eq!(families.len(), 44, "{families:?}");
+    // The exporter's own families, and the standard process metrics.
+    let process = families
+        .iter()
+        .filter(|f| f.starts_with("process_"))
+        .count();
+    assert_eq!(families.len() - process, 45, "{families:?}");
+    assert_eq!(process, 7, "{families:?}");
     let missing: Vec<&&str> = families
         .iter()
-        .filter(|family| !all_queries.contains(**family))
+        .filter(|family| !family.starts_with("process_") && !all_queries.contains(**family))
         .collect();
     assert!(missing.is_empty(), "families on no panel: {missing:?}");
 }

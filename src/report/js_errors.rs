@@ -16,7 +16,7 @@ use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{read, Num};
+use crate::wechat::wire::{note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The JS errors report.
@@ -213,10 +213,15 @@ impl ReportSpec for JsErrors {
         if total.is_none() && answer.data.is_empty() {
             return Ok(None);
         }
-        Ok(Some(ErrorPage {
-            total,
-            groups: answer.data.into_iter().filter_map(group).collect(),
-        }))
+        let mut groups: Vec<Group> = Vec::new();
+        for group in answer.data.into_iter().filter_map(group) {
+            if groups.iter().any(|kept| kept.id == group.id) {
+                note(Dropped::Duplicate);
+            } else {
+                groups.push(group);
+            }
+        }
+        Ok(Some(ErrorPage { total, groups }))
     }
 
     fn snapshot(&self, period: Period, pieces: &[Option<&ErrorPage>], reports: &Reports) -> Errors {

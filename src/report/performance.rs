@@ -16,7 +16,7 @@ use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{read, Num};
+use crate::wechat::wire::{note, read, Dropped, Signed};
 use crate::wechat::{Call, WeChatError};
 
 /// The performance data report.
@@ -81,7 +81,7 @@ struct Field {
     #[serde(default)]
     refdate: Option<String>,
     #[serde(default)]
-    value: Num,
+    value: Signed,
 }
 
 /// Every (day, table id, value) of an answer; a table id is kept once per day (its first
@@ -106,7 +106,9 @@ fn values(answer: Value) -> Result<Vec<(Period, String, f64)>, WeChatError> {
                 continue;
             };
             let seen = found.iter().any(|(d, i, _)| *d == day && *i == id);
-            if day.kind() == PeriodKind::Daily && !id.is_empty() && !seen {
+            if seen {
+                note(Dropped::Duplicate);
+            } else if day.kind() == PeriodKind::Daily && !id.is_empty() {
                 found.push((day, id.clone(), value));
             }
         }

@@ -18,7 +18,7 @@ use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, integer, read, Num};
+use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The retention report.
@@ -75,13 +75,31 @@ struct RetentionAnswer {
     visit_uv: Vec<KeyValue>,
 }
 
+/// The keys of one half of a cohort: a key given twice keeps its first value, and a key k
+/// above a non-zero key 0 (more users came back than the cohort had) cannot be true and is
+/// dropped. (WeChat's own weekly example has key 0 at 0 and key 1 above it: that is kept,
+/// and no share is computed from it.)
 fn keys(list: Vec<KeyValue>) -> BTreeMap<u32, f64> {
-    list.into_iter()
-        .filter_map(|item| {
-            let key = u32::try_from(integer(item.key.0)?).ok()?;
-            Some((key, item.value.0?))
-        })
-        .collect()
+    let mut keys = BTreeMap::new();
+    for item in list {
+        let key = integer(item.key.0).and_then(|key| u32::try_from(key).ok());
+        let (Some(key), Some(value)) = (key, item.value.0) else {
+            continue;
+        };
+        if keys.contains_key(&key) {
+            note(Dropped::Duplicate);
+            continue;
+        }
+        keys.insert(key, value);
+    }
+    if let Some(&size) = keys.get(&0).filter(|size| **size > 0.0) {
+        let before = keys.len();
+        keys.retain(|&key, value| key == 0 || *value <= size);
+        for _ in keys.len()..before {
+            note(Dropped::Invalid);
+        }
+    }
+    keys
 }
 
 /// Builds the per-lag retention of the period `held` from the cohort fetched for each lag.
@@ -317,6 +335,21 @@ mod tests {
     fn empty_lists_mean_not_ready() {
         let body = r#"{"ref_date":"20170313","visit_uv_new":[],"visit_uv":[]}"#;
         assert_eq!(cohort("20170313", body), None);
+    }
+
+    #[test]
+    fn a_share_above_one_or_a_key_given_twice_is_dropped_and_counted() {
+        let body = r#"{"ref_date":"20170313","visit_uv_new":[{"key":0,"value":100},{"key":1,"value":150},
+            {"key":2,"value":40},{"key":2,"value":45},{"key":3,"value":-4}],"visit_uv":[{"key":0,"value":1e300}]}"#;
+        let (retention, tally) = crate::wechat::wire::tally(|| cohort("20170313", body));
+        let retention = retention.unwrap();
+        assert_eq!(retention.new, BTreeMap::from([(0, 100.0), (2, 40.0)]));
+        assert!(retention.active.is_empty());
+        assert_eq!(
+            (tally.invalid, tally.duplicate),
+            (3, 1),
+            "150 > 100, -4, 1e300; key 2 twice"
+        );
     }
 
     #[test]

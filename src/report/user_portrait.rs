@@ -16,7 +16,7 @@ use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{read, Num};
+use crate::wechat::wire::{note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The user portrait report.
@@ -119,7 +119,13 @@ fn half(value: Value) -> Half {
 fn largest(mut entries: Vec<(String, f64)>, n: usize) -> Vec<(String, f64)> {
     entries.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut seen = std::collections::HashSet::new();
-    entries.retain(|(name, _)| seen.insert(name.clone()));
+    entries.retain(|(name, _)| {
+        let first = seen.insert(name.clone());
+        if !first {
+            note(Dropped::Duplicate);
+        }
+        first
+    });
     entries.truncate(n);
     entries
 }

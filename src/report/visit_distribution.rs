@@ -17,7 +17,7 @@ use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, integer, read, Num};
+use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The visit distribution report.
@@ -268,14 +268,22 @@ impl ReportSpec for VisitDistribution {
         let mut indexes: BTreeMap<String, Vec<DistributionItem>> = BTreeMap::new();
         for index in answer.list {
             let Some(name) = index.index else { continue };
+            // An index or a key given twice: the first item of a key is kept.
             let items = indexes.entry(name).or_default();
-            items.extend(index.item_list.into_iter().filter_map(|item| {
-                Some(DistributionItem {
-                    key: integer(item.key.0)?,
+            for item in index.item_list {
+                let Some(key) = integer(item.key.0) else {
+                    continue;
+                };
+                if items.iter().any(|kept| kept.key == key) {
+                    note(Dropped::Duplicate);
+                    continue;
+                }
+                items.push(DistributionItem {
+                    key,
                     value: item.value.0,
                     visit_uv: item.access_source_visit_uv.0,
-                })
-            }));
+                });
+            }
         }
         Ok(Some(Distribution { indexes }))
     }

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 
 use super::{datacube, Family, ReportSpec};
 use crate::config::Reports;
-use crate::exposition::Samples;
+use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, round4, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, read, Num};
+use crate::wechat::wire::{check_ref_date, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The visit page report.
@@ -68,7 +68,10 @@ struct PageAnswer {
     list: Vec<PageWire>,
 }
 
-/// The `n` pages with the most visits, most first.
+/// The longest page path exported, in characters.
+const PATH_LENGTH: usize = 256;
+
+/// The `n` pages with the most visits, most first, each path once.
 pub fn top_pages(mut pages: Vec<Page>, n: usize) -> Vec<Page> {
     pages.sort_by(|a, b| {
         let visits = |page: &Page| page.visit_pv.unwrap_or(f64::NEG_INFINITY);
@@ -159,8 +162,9 @@ impl ReportSpec for VisitPage {
         }
         check_ref_date(answer.ref_date.as_deref(), call.asks)?;
         let pages = answer.list.into_iter().filter_map(|page| {
+            let path = bounded_label(page.page_path?.trim(), PATH_LENGTH);
             Some(Page {
-                path: page.page_path.filter(|path| !path.is_empty())?,
+                path: Some(path).filter(|path| !path.is_empty())?,
                 visit_pv: page.page_visit_pv.0,
                 visit_uv: page.page_visit_uv.0,
                 staytime_pv: page.page_staytime_pv.0,
@@ -170,7 +174,13 @@ impl ReportSpec for VisitPage {
                 share_uv: page.page_share_uv.0,
             })
         });
-        Ok(Some(pages.collect()))
+        let pages: Vec<Page> = pages.collect();
+        let count = pages.len();
+        let pages = top_pages(pages, usize::MAX);
+        for _ in pages.len()..count {
+            note(Dropped::Duplicate);
+        }
+        Ok(Some(pages))
     }
 
     fn snapshot(&self, _: Period, pieces: &[Option<&Vec<Page>>], reports: &Reports) -> Vec<Page> {

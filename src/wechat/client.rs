@@ -1,24 +1,29 @@
 //! The one client of the WeChat API: tokens in, analytics out.
 //!
-//! It holds a single `reqwest::Client` (with timeouts), the base URL and the global limit on
-//! requests in flight. For each [`Call`] it takes a cached token (fetching one if needed),
-//! posts the request, reads the answer with the caller's parser, and on a refused token
-//! (40001/40014/42001) fetches a new token and retries exactly once. Every request is reported to an [`Observer`] (the exporter's own
-//! metrics) with a bounded error label. Errors never carry a URL, a token or a secret:
-//! reqwest's URL is stripped and any credential text is scrubbed from the messages.
+//! It holds a single `reqwest::Client` (with timeouts, following no redirect: WeChat never
+//! redirects an API call, and a redirect could carry the token or the AppSecret to another
+//! host), the base URL and the global limit on requests in flight. For each [`Call`] it takes
+//! a cached token (see [`tokens`](super::tokens)), posts the request, reads at most
+//! [`MAX_ANSWER`] bytes of the answer and parses it with the caller's parser; on a refused
+//! token (40001/40014/42001) it fetches a new token and retries exactly once. Every request is
+//! reported to an [`Observer`] (the exporter's own metrics) with a bounded error label.
+//! Errors never carry a URL, a token or a secret: reqwest's URL is stripped and every
+//! credential of the app is scrubbed from the messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use serde_json::Value;
-
-use super::token::{forget_if_refused, Token, TokenCache, UNTIMED_TOKEN_LIFETIME};
-use super::wire::{self, parse_token, TokenAnswer};
+use super::token::TokenCache;
+use super::wire::{self, Tally};
 use super::{Call, WeChatError};
 use crate::clock::Clock;
-use crate::config::{App, Polling, TokenSource};
+use crate::config::{App, Polling};
+
+/// The largest answer read, in bytes: the largest real answer (200 pages) is far below.
+pub const MAX_ANSWER: usize = 4 << 20;
 
 /// Receives every request the client makes, for the exporter's own metrics.
 pub trait Observer: Send + Sync {
@@ -26,6 +31,8 @@ pub trait Observer: Send + Sync {
     fn request(&self, app: &App, endpoint: &str, elapsed: Duration, error: Option<&WeChatError>);
     /// A token was fetched (from WeChat or an external source), successfully or not.
     fn token_fetch(&self, app: &App, ok: bool);
+    /// Values of an answer to `endpoint` that were dropped, not exported.
+    fn dropped(&self, _app: &App, _endpoint: &str, _tally: Tally) {}
 }
 
 /// An app together with its token cache.
@@ -33,7 +40,7 @@ pub trait Observer: Send + Sync {
 pub struct AppConnection {
     /// The configured app.
     pub app: App,
-    tokens: TokenCache,
+    pub(super) tokens: TokenCache,
 }
 
 impl AppConnection {
@@ -48,11 +55,12 @@ impl AppConnection {
 
 /// The WeChat API client, shared by every app.
 pub struct Client {
-    http: reqwest::Client,
-    base_url: String,
-    clock: Clock,
+    pub(super) http: reqwest::Client,
+    pub(super) base_url: String,
+    pub(super) clock: Clock,
+    pub(super) polling: Polling,
     limiter: Arc<Semaphore>,
-    observer: Arc<dyn Observer>,
+    pub(super) observer: Arc<dyn Observer>,
 }
 
 impl Client {
@@ -70,11 +78,13 @@ impl Client {
             ))
             .timeout(polling.request_timeout)
             .connect_timeout(polling.request_timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             clock,
+            polling: polling.clone(),
             limiter: Arc::new(Semaphore::new(polling.concurrency)),
             observer,
         })
@@ -91,7 +101,7 @@ impl Client {
         let token = self.token(connection, None).await?;
         match self.post(connection, &token, call, &parse).await {
             Err(error) if error.is_token_rejected() => {
-                let token = self.token(connection, Some(&token)).await?;
+                let token = self.token(connection, Some((&token, &error))).await?;
                 self.post(connection, &token, call, &parse).await
             }
             answer => answer,
@@ -116,127 +126,32 @@ impl Client {
             .query(&[("access_token", token)])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(call.body.clone());
-        let secrets = [token];
-        self.call(
-            &connection.app,
-            call.endpoint(),
-            request,
-            &secrets,
-            |body| match wire::answer(body)? {
+        let app = &connection.app;
+        let read = |body: &[u8]| {
+            let (found, tally) = wire::tally(|| match wire::answer(body)? {
                 Some(answer) => parse(answer),
                 None => Ok(None),
-            },
-        )
-        .await
-    }
-
-    /// A usable token: the cached one, or a new one when there is none, it is about to
-    /// expire, or it is the one WeChat just refused.
-    async fn token(
-        &self,
-        connection: &AppConnection,
-        refused: Option<&str>,
-    ) -> Result<String, WeChatError> {
-        let mut cached = connection.tokens.lock().await;
-        forget_if_refused(&mut cached, refused);
-        if let Some(token) = cached
-            .as_ref()
-            .filter(|token| token.is_fresh(self.clock.now()))
-        {
-            return Ok(token.expose().to_string());
+            });
+            found.map(|found| (found, tally))
+        };
+        let (found, tally) = self
+            .call(app, call.endpoint(), request, token, read)
+            .await?;
+        if !tally.is_empty() {
+            self.observer.dropped(app, call.endpoint(), tally);
         }
-        let fetched = self.fetch_token(&connection.app).await;
-        self.observer.token_fetch(&connection.app, fetched.is_ok());
-        let token = fetched?;
-        let value = token.expose().to_string();
-        *cached = Some(token);
-        Ok(value)
+        Ok(found)
     }
 
-    async fn fetch_token(&self, app: &App) -> Result<Token, WeChatError> {
-        let answer = self.token_answer(app).await?;
-        let lifetime = answer
-            .expires_in()
-            .map(Duration::from_secs)
-            .unwrap_or(UNTIMED_TOKEN_LIFETIME);
-        match answer.access_token.filter(|token| !token.trim().is_empty()) {
-            Some(token) => Ok(Token::new(token, self.clock.now(), lifetime)),
-            None => Err(WeChatError::Decode(
-                "token answer without access_token".into(),
-            )),
-        }
-    }
-
-    /// Asks the app's token source.
-    async fn token_answer(&self, app: &App) -> Result<TokenAnswer, WeChatError> {
-        Ok(match &app.token {
-            TokenSource::StableToken(secret) => {
-                let request = self
-                    .http
-                    .post(format!("{}/cgi-bin/stable_token", self.base_url))
-                    .json(&serde_json::json!({
-                        "grant_type": "client_credential",
-                        "appid": app.appid,
-                        "secret": secret.expose(),
-                        "force_refresh": false,
-                    }));
-                self.call(
-                    app,
-                    "stable_token",
-                    request,
-                    &[secret.expose()],
-                    parse_token,
-                )
-                .await?
-            }
-            TokenSource::Token(secret) => {
-                let request = self
-                    .http
-                    .get(format!("{}/cgi-bin/token", self.base_url))
-                    .query(&[
-                        ("grant_type", "client_credential"),
-                        ("appid", app.appid.as_str()),
-                        ("secret", secret.expose()),
-                    ]);
-                self.call(app, "token", request, &[secret.expose()], parse_token)
-                    .await?
-            }
-            TokenSource::Url(url) => {
-                self.token_from_url(&url.replace("{appid}", &app.appid))
-                    .await?
-            }
-            TokenSource::File(path) => token_from_file(path).await?,
-        })
-    }
-
-    async fn token_from_url(&self, url: &str) -> Result<TokenAnswer, WeChatError> {
-        let failed = |what: String| WeChatError::TokenSource(format!("token URL: {what}"));
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|error| failed(describe(&error.without_url())))?;
-        if !response.status().is_success() {
-            return Err(failed(format!(
-                "HTTP status {}",
-                response.status().as_u16()
-            )));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| failed(describe(&error.without_url())))?;
-        parse_token(&body).map_err(|error| failed(error.to_string()))
-    }
-
-    /// Sends one request under the concurrency limit, parses the answer and reports it.
-    async fn call<T>(
+    /// Sends one request under the concurrency limit, reads and parses the answer, and
+    /// reports it. `token` (if not empty) and every credential of `app` are scrubbed from
+    /// the error.
+    pub(super) async fn call<T>(
         &self,
         app: &App,
         endpoint: &str,
         request: reqwest::RequestBuilder,
-        secrets: &[&str],
+        token: &str,
         parse: impl FnOnce(&[u8]) -> Result<T, WeChatError>,
     ) -> Result<T, WeChatError> {
         let _permit = self
@@ -248,36 +163,46 @@ impl Client {
         let result = async {
             let response = request.send().await.map_err(transport_error)?;
             let status = response.status();
-            let body = response.bytes().await.map_err(transport_error)?;
             if !status.is_success() {
                 return Err(WeChatError::Status(status.as_u16()));
             }
-            parse(&body)
+            parse(&read_body(response).await?)
         }
         .await
-        .map_err(|error| scrub(error, secrets));
+        .map_err(|error| scrub(error, &app.credentials(), token));
         self.observer
             .request(app, endpoint, started.elapsed(), result.as_ref().err());
         result
     }
 }
 
-/// A token file: the JSON a token service answers, or the bare token.
-async fn token_from_file(path: &std::path::Path) -> Result<TokenAnswer, WeChatError> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|error| {
-        WeChatError::TokenSource(format!(
-            "cannot read token file {}: {error}",
-            path.display()
+/// The body of an answer, at most [`MAX_ANSWER`] bytes: a longer one (an endless chunked
+/// answer, say) is a decode error, and is not read further.
+pub(super) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, WeChatError> {
+    let too_long = || {
+        WeChatError::Decode(format!(
+            "the answer is longer than {} MiB; not read further",
+            MAX_ANSWER >> 20
         ))
-    })?;
-    Ok(match parse_token(text.trim().as_bytes()) {
-        Ok(answer) => answer,
-        Err(_) => TokenAnswer::bare(text.trim()),
-    })
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Maps a transport failure to an error without the request URL (which holds the token).
-fn transport_error(error: reqwest::Error) -> WeChatError {
+pub(super) fn transport_error(error: reqwest::Error) -> WeChatError {
     if error.is_timeout() {
         WeChatError::Timeout
     } else if error.is_decode() || error.is_body() {
@@ -288,7 +213,7 @@ fn transport_error(error: reqwest::Error) -> WeChatError {
 }
 
 /// An error and its causes on one line.
-fn describe(error: &dyn std::error::Error) -> String {
+pub(super) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -299,17 +224,22 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Removes every credential from an error's text, whatever produced it.
-fn scrub(error: WeChatError, secrets: &[&str]) -> WeChatError {
+/// Removes every credential from an error's text, whatever produced it: the app's
+/// `credentials`, the `token` of the call, and any `access_token=` parameter.
+pub(super) fn scrub(error: WeChatError, credentials: &[String], token: &str) -> WeChatError {
     let clean = |mut text: String| {
-        for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        let secrets = credentials.iter().map(String::as_str).chain([token]);
+        for secret in secrets.filter(|secret| !secret.is_empty()) {
             text = text.replace(secret, "<redacted>");
         }
-        if let Some(at) = text.find("access_token=") {
-            let end = text[at..]
-                .find(['&', ' ', ')', '"'])
-                .map_or(text.len(), |n| at + n);
-            text.replace_range(at..end, "access_token=<redacted>");
+        let mut from = 0;
+        while let Some(at) = text[from..].find("access_token=").map(|at| from + at) {
+            let value = at + "access_token=".len();
+            let end = text[value..]
+                .find(['&', ' ', ')', '"', '\''])
+                .map_or(text.len(), |n| value + n);
+            text.replace_range(value..end, "<redacted>");
+            from = value;
         }
         text
     };
@@ -333,15 +263,17 @@ mod tests {
     fn scrubbing_removes_tokens_secrets_and_token_parameters() {
         let error = WeChatError::Api {
             errcode: 40001,
-            errmsg: "invalid credential TOKEN123 for https://x/?access_token=OTHER&y=1 secret S"
+            errmsg: "invalid credential TOKEN123 for https://x/?access_token=OTHER&y=1 secret S3 \
+                     and ?access_token=AGAIN"
                 .into(),
         };
-        let WeChatError::Api { errmsg, .. } = scrub(error, &["TOKEN123", "S3"]) else {
+        let WeChatError::Api { errmsg, .. } = scrub(error, &["S3".to_string()], "TOKEN123") else {
             panic!()
         };
         assert_eq!(
             errmsg,
-            "invalid credential <redacted> for https://x/?access_token=<redacted>&y=1 secret S"
+            "invalid credential <redacted> for https://x/?access_token=<redacted>&y=1 secret <redacted> \
+             and ?access_token=<redacted>"
         );
     }
 }

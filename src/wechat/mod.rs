@@ -11,6 +11,7 @@ use crate::period::Period;
 
 pub mod client;
 pub mod token;
+mod tokens;
 pub mod wire;
 
 /// One request to WeChat.
@@ -33,6 +34,14 @@ impl Call {
         self.path.strip_prefix("datacube/").unwrap_or(self.path)
     }
 }
+
+/// The errcodes the exporter knows (api-notes.md): each is its own `errcode` label value;
+/// any other is `other`, so that an answer cannot make the label unbounded.
+pub const KNOWN_ERRCODES: [i64; 28] = [
+    -1, 40001, 40002, 40013, 40014, 40097, 40125, 40164, 41001, 41002, 41004, 42001, 43002, 45009,
+    45011, 47001, 48001, 61007, 61023, 61500, 61501, 61502, 61503, 76021, 76022, 89503, 89506,
+    89507,
+];
 
 /// How the poller should react to an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,11 +86,17 @@ pub enum WeChatError {
 }
 
 impl WeChatError {
-    /// The bounded `errcode` label of `wechat_miniprogram_api_errors_total`.
+    /// The bounded `errcode` label of `wechat_miniprogram_api_errors_total`: an errcode
+    /// WeChat documents (see [`KNOWN_ERRCODES`]) or `other`, `http_<status>` for a status
+    /// from 300 to 599 (`http_other` else), `timeout`, `decode` or `connect`.
     pub fn label(&self) -> String {
         match self {
-            WeChatError::Api { errcode, .. } => errcode.to_string(),
-            WeChatError::Status(status) => format!("http_{status}"),
+            WeChatError::Api { errcode, .. } if KNOWN_ERRCODES.contains(errcode) => {
+                errcode.to_string()
+            }
+            WeChatError::Api { .. } => "other".into(),
+            WeChatError::Status(status @ 300..=599) => format!("http_{status}"),
+            WeChatError::Status(_) => "http_other".into(),
             WeChatError::Timeout => "timeout".into(),
             WeChatError::Connect(_) | WeChatError::TokenSource(_) => "connect".into(),
             WeChatError::Decode(_) => "decode".into(),
@@ -167,6 +182,10 @@ mod tests {
         );
         assert_eq!(api(-1).remedy("shop", "retention"), None);
         assert_eq!(WeChatError::Status(502).label(), "http_502");
+        assert_eq!(WeChatError::Status(999).label(), "http_other");
+        assert_eq!(api(40164).label(), "40164");
+        assert_eq!(api(123_456).label(), "other");
+        assert_eq!(api(i64::MAX).label(), "other");
         assert_eq!(WeChatError::Timeout.class(), ErrorClass::Transient);
     }
 }

@@ -16,15 +16,90 @@ use crate::period::Period;
 /// The errcode WeChat uses for "data not ready".
 const NOT_READY: i64 = 61503;
 
-/// A number as WeChat may write it; anything unreadable is `None`. Use it for every numeric
-/// field of a wire type, with `#[serde(default)]`.
+/// The largest count believed: no Mini Program has a trillion of anything in a day.
+pub const MAX_COUNT: f64 = 1e12;
+
+/// A count or a duration as WeChat may write it (a number or a numeric string); anything
+/// unreadable is `None`, and so is a value that cannot be true (negative, or above
+/// [`MAX_COUNT`]), which is counted as invalid. Use it for every numeric field of a wire type,
+/// with `#[serde(default)]`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Num(pub Option<f64>);
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Num(number(&Value::deserialize(deserializer)?)))
+        let value = number(&Value::deserialize(deserializer)?);
+        let believable = value.filter(|value| (0.0..=MAX_COUNT).contains(value));
+        if value.is_some() && believable.is_none() {
+            note(Dropped::Invalid);
+        }
+        Ok(Num(believable))
     }
+}
+
+/// A number that may be negative (a memory difference), read as leniently as [`Num`]; only a
+/// value beyond ±[`MAX_COUNT`] is invalid.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Signed(pub Option<f64>);
+
+impl<'de> Deserialize<'de> for Signed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = number(&Value::deserialize(deserializer)?);
+        let believable = value.filter(|value| value.abs() <= MAX_COUNT);
+        if value.is_some() && believable.is_none() {
+            note(Dropped::Invalid);
+        }
+        Ok(Signed(believable))
+    }
+}
+
+/// Why a value of an answer was dropped rather than exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// It cannot be true (negative, absurdly large, a share above 1).
+    Invalid,
+    /// The answer gave the same entry twice; the first is kept.
+    Duplicate,
+}
+
+/// The values dropped while reading one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Values that cannot be true.
+    pub invalid: u32,
+    /// Entries given twice.
+    pub duplicate: u32,
+}
+
+impl Tally {
+    /// Whether nothing was dropped.
+    pub fn is_empty(&self) -> bool {
+        *self == Tally::default()
+    }
+}
+
+thread_local! {
+    static TALLY: std::cell::Cell<Tally> = const { std::cell::Cell::new(Tally { invalid: 0, duplicate: 0 }) };
+}
+
+/// Runs `read` (the reading of one answer, which does not await) and counts what it dropped
+/// through [`note`].
+pub fn tally<R>(read: impl FnOnce() -> R) -> (R, Tally) {
+    TALLY.with(|tally| tally.set(Tally::default()));
+    let result = read();
+    (result, TALLY.with(|tally| tally.take()))
+}
+
+/// Counts a value dropped while reading an answer (see [`tally`]).
+pub fn note(dropped: Dropped) {
+    TALLY.with(|tally| {
+        let mut counts = tally.get();
+        match dropped {
+            Dropped::Invalid => counts.invalid = counts.invalid.saturating_add(1),
+            Dropped::Duplicate => counts.duplicate = counts.duplicate.saturating_add(1),
+        }
+        tally.set(counts);
+    });
 }
 
 fn number(value: &Value) -> Option<f64> {
@@ -42,24 +117,43 @@ pub(super) struct TokenAnswer {
     #[serde(default)]
     pub access_token: Option<String>,
     #[serde(default)]
-    pub expires_in: Num,
+    pub expires_in: Signed,
 }
+
+/// The longest access token taken: WeChat's are about 150 characters.
+const MAX_TOKEN_LENGTH: usize = 1024;
 
 impl TokenAnswer {
     /// A bare token with no lifetime, as a plain token file holds it.
     pub fn bare(token: &str) -> TokenAnswer {
         TokenAnswer {
             access_token: Some(token.to_string()),
-            expires_in: Num(None),
+            expires_in: Signed(None),
         }
     }
 
-    /// The lifetime WeChat granted, in seconds, if it said one.
-    pub fn expires_in(&self) -> Option<u64> {
-        self.expires_in
-            .0
-            .filter(|seconds| *seconds > 0.0)
-            .map(|seconds| seconds as u64)
+    /// The lifetime the source gave, in seconds, if it gave a number.
+    pub fn expires_in(&self) -> Option<f64> {
+        self.expires_in.0
+    }
+
+    /// The token, if it is one: not empty, not too long, printable without spaces.
+    pub fn token(self) -> Result<String, WeChatError> {
+        let token = self.access_token.unwrap_or_default();
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(WeChatError::Decode(
+                "token answer without access_token".into(),
+            ));
+        }
+        if token.len() > MAX_TOKEN_LENGTH
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(WeChatError::Decode(format!(
+                "the access_token is not a token (longer than {MAX_TOKEN_LENGTH} characters, or with spaces)"
+            )));
+        }
+        Ok(token.to_string())
     }
 }
 
@@ -105,12 +199,28 @@ fn check_errcode(answer: &Value) -> Result<bool, WeChatError> {
         Some(errcode) => Err(WeChatError::Api {
             errcode,
             errmsg: match answer.get("errmsg") {
-                Some(Value::String(text)) => text.clone(),
+                Some(Value::String(text)) => excerpt(text),
                 None | Some(Value::Null) => String::new(),
-                Some(other) => other.to_string(),
+                Some(other) => excerpt(&other.to_string()),
             },
         }),
     }
+}
+
+/// The longest `errmsg` kept, in characters: an error message is for a log line.
+const ERRMSG_LENGTH: usize = 200;
+
+/// The start of an upstream error message, on one line.
+fn excerpt(text: &str) -> String {
+    let mut short: String = text
+        .chars()
+        .take(ERRMSG_LENGTH)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(ERRMSG_LENGTH).is_some() {
+        short.push('…');
+    }
+    short
 }
 
 /// Reads an answer object into a report's wire type.
@@ -235,7 +345,7 @@ mod tests {
     fn token_answers_are_read_and_token_errors_reported() {
         let token = parse_token(br#"{"access_token":"ACCESS","expires_in":7200}"#).unwrap();
         assert_eq!(token.access_token.as_deref(), Some("ACCESS"));
-        assert_eq!(token.expires_in(), Some(7200));
+        assert_eq!(token.expires_in(), Some(7200.0));
         assert!(matches!(
             parse_token(br#"{"errcode":40125,"errmsg":"invalid appsecret"}"#),
             Err(WeChatError::Api { errcode: 40125, .. })

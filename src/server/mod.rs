@@ -1,0 +1,171 @@
+//! HTTP: the telemetry path (`/metrics`), the status pages, `/healthz` and `/readyz`. It sees
+//! only the store.
+//!
+//! [`router`] builds the routes without binding, so tests drive it directly; [`listen`]
+//! serves them as the official exporters do (TLS, basic auth and headers from an
+//! exporter-toolkit web configuration, [`web_config`]), keeping slow or idle connections
+//! from starving scrapes and bounding the drain at shutdown. The telemetry path serves the
+//! store's cached bytes (gzipped when the scraper accepts gzip) and never calls WeChat.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body::Frame;
+
+use crate::store::Store;
+
+pub mod listen;
+mod pages;
+pub mod web_config;
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The default telemetry path.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The exporter's routes over `store`, with the exposition on `/metrics`.
+pub fn router(store: Arc<Store>) -> Router {
+    router_with(store, METRICS_PATH)
+}
+
+/// The exporter's routes over `store`, with the exposition on `telemetry_path`.
+pub fn router_with(store: Arc<Store>, telemetry_path: &str) -> Router {
+    let links = Arc::new(pages::Links {
+        metrics: telemetry_path.to_string(),
+    });
+    Router::new()
+        .route("/", get(pages::landing))
+        .route("/apps/{name}", get(pages::app))
+        .route(telemetry_path, get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state((store, links))
+}
+
+type Shared = (Arc<Store>, Arc<pages::Links>);
+
+async fn metrics(State((store, _)): State<Shared>, headers: HeaderMap) -> Response {
+    let gzip = accepts_gzip(&headers);
+    let parts = match tokio::task::spawn_blocking(move || store.exposition(gzip)).await {
+        Ok(parts) => parts,
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response(),
+    };
+    let mut response = Response::new(Body::new(Parts(parts.into())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
+/// Whether the client accepts gzip: `gzip` or `*` listed with a quality above 0 (`gzip;q=0`
+/// refuses it, whatever the case and spacing).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let codings = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next()?.trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|parameter| {
+                    let (key, value) = parameter.split_once('=')?;
+                    key.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| value.trim().parse::<f32>().ok())
+                })
+                .next()
+                .map_or(Some(1.0), |quality| quality);
+            Some((name, quality.unwrap_or(0.0)))
+        })
+        .collect::<Vec<(String, f32)>>();
+    let quality = |name: &str| {
+        codings
+            .iter()
+            .find(|(coding, _)| coding == name)
+            .map(|(_, quality)| *quality)
+    };
+    quality("gzip")
+        .or_else(|| quality("*"))
+        .is_some_and(|quality| quality > 0.0)
+}
+
+async fn ready(State((store, _)): State<Shared>) -> (StatusCode, &'static str) {
+    if store.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "first round of polling not finished\n",
+        )
+    }
+}
+
+/// A body sent as the chunks it is made of, without copying them into one.
+struct Parts(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|part| part.len() as u64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(value: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_whoever_accepts_it() {
+        for (value, gzip) in [
+            ("gzip", true),
+            ("GZIP", true),
+            ("identity, gzip;q=0.5", true),
+            ("*", true),
+            ("gzip;q=0", false),
+            ("gzip; q=0", false),
+            ("gzip;Q=0.000", false),
+            ("gzip;q=0, *;q=1", false),
+            ("*;q=0", false),
+            ("deflate, br", false),
+            ("gzip;q=nonsense", false),
+            ("", false),
+        ] {
+            assert_eq!(accepts(value), gzip, "{value:?}");
+        }
+    }
+}

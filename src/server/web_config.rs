@@ -1,0 +1,458 @@
+//! The web configuration of the official exporters (`--web.config.file`, the
+//! exporter-toolkit YAML): TLS, basic auth and response headers.
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt            # paths are relative to this file
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert   # or NoClientCert, VerifyClientCertIfGiven
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12               # TLS12 or TLS13
+//!   cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]   # TLS 1.2 suites
+//! http_server_config:
+//!   headers:
+//!     Strict-Transport-Security: max-age=31536000
+//! basic_auth_users:
+//!   prometheus: $2y$10$...           # bcrypt, as `htpasswd -nbBC 10` makes it
+//! ```
+//!
+//! The file, and the certificate, key and CA files it names, are checked for changes on
+//! every connection and every request, and read again when one changed: certificates rotate
+//! without a restart. A change that does not load is logged and the running configuration
+//! stays. What rustls cannot do (TLS 1.0 and 1.1, the client auth types that accept
+//! unverified certificates, other cipher suites) is refused with the reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::http::header::{HeaderName, HeaderValue};
+use figment::providers::{Format, Yaml};
+use figment::Figment;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use serde::Deserialize;
+use tokio_rustls::TlsAcceptor;
+
+/// The headers the exporter-toolkit lets a web configuration set.
+const SETTABLE_HEADERS: [&str; 5] = [
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    #[serde(default)]
+    tls_server_config: Option<RawTls>,
+    #[serde(default)]
+    http_server_config: Option<RawHttp>,
+    #[serde(default)]
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    cert_file: Option<String>,
+    #[serde(default)]
+    key_file: Option<String>,
+    #[serde(default)]
+    client_auth_type: Option<String>,
+    #[serde(default)]
+    client_ca_file: Option<String>,
+    #[serde(default)]
+    min_version: Option<String>,
+    #[serde(default)]
+    max_version: Option<String>,
+    #[serde(default)]
+    cipher_suites: Option<Vec<String>>,
+    #[serde(default)]
+    prefer_server_cipher_suites: Option<bool>,
+    #[serde(default)]
+    curve_preferences: Option<Vec<String>>,
+    #[serde(default)]
+    client_allowed_sans: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default)]
+    http2: Option<bool>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// A web configuration, loaded and checked.
+pub struct Loaded {
+    /// The TLS acceptor, when TLS is on.
+    pub tls: Option<TlsAcceptor>,
+    /// Users and their bcrypt hashes, when basic auth is on.
+    users: BTreeMap<String, String>,
+    /// Headers added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The files it was read from, to notice changes.
+    files: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// Whether requests need credentials.
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+}
+
+/// What a file looked like when it was read.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+struct Current {
+    loaded: Arc<Loaded>,
+    stamps: Vec<Stamp>,
+    /// The stamps of the last change that failed to load, so that it is logged once.
+    failed: Option<Vec<Stamp>>,
+}
+
+/// A web configuration file, read again when it (or a file it names) changes.
+pub struct WebConfig {
+    path: PathBuf,
+    current: Mutex<Current>,
+    /// Credentials already verified, as hashes: bcrypt is slow on purpose, and a scraper
+    /// sends the same credentials every time.
+    verified: Mutex<HashSet<u64>>,
+    keys: (u64, u64),
+}
+
+impl WebConfig {
+    /// Reads and checks the file: what is wrong is the error.
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let loaded = load(path)?;
+        let stamps = loaded.files.iter().map(|file| stamp(file)).collect();
+        Ok(WebConfig {
+            path: path.to_path_buf(),
+            current: Mutex::new(Current {
+                loaded: Arc::new(loaded),
+                stamps,
+                failed: None,
+            }),
+            verified: Mutex::new(HashSet::new()),
+            keys: (fastrand::u64(..), fastrand::u64(..)),
+        })
+    }
+
+    /// The configuration in effect, read again first if a file changed.
+    pub fn current(&self) -> Arc<Loaded> {
+        let mut current = self.current.lock().expect("web config lock");
+        let stamps: Vec<Stamp> = current
+            .loaded
+            .files
+            .iter()
+            .map(|file| stamp(file))
+            .collect();
+        if stamps == current.stamps || current.failed.as_ref() == Some(&stamps) {
+            return current.loaded.clone();
+        }
+        match load(&self.path) {
+            Ok(loaded) => {
+                tracing::info!(file = %self.path.display(), "web configuration read again");
+                current.stamps = loaded.files.iter().map(|file| stamp(file)).collect();
+                current.loaded = Arc::new(loaded);
+                current.failed = None;
+                self.verified.lock().expect("auth cache lock").clear();
+            }
+            Err(problem) => {
+                tracing::error!(file = %self.path.display(), error = %problem, "the changed web configuration does not load; the running one stays");
+                current.failed = Some(stamps);
+            }
+        }
+        current.loaded.clone()
+    }
+
+    /// Whether an `Authorization` header holds the credentials of a configured user.
+    pub fn authorized(&self, loaded: &Loaded, authorization: Option<&HeaderValue>) -> bool {
+        let Some((user, password)) = authorization.and_then(basic_credentials) else {
+            return false;
+        };
+        let Some(hash) = loaded.users.get(&user) else {
+            // As slow as a known user, so that timing tells no user names.
+            let _ = bcrypt::verify(&password, dummy_hash());
+            return false;
+        };
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.keys, &user, &password, hash).hash(&mut hasher);
+        let key = hasher.finish();
+        if self
+            .verified
+            .lock()
+            .expect("auth cache lock")
+            .contains(&key)
+        {
+            return true;
+        }
+        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock().expect("auth cache lock");
+            if verified.len() >= 1024 {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        ok
+    }
+}
+
+/// A bcrypt hash of nothing anyone knows, verified for unknown users.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let secret = format!("{:x}", fastrand::u128(..));
+        bcrypt::hash(secret, 10).unwrap_or_default()
+    })
+}
+
+/// The user and password of a `Basic` authorization.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let value = value.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn load(path: &Path) -> Result<Loaded, String> {
+    let raw: RawWebConfig = Figment::from(Yaml::file_exact(path))
+        .extract()
+        .map_err(|error| {
+            let errors: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+            format!("{}: {}", path.display(), errors.join("; "))
+        })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut files = vec![path.to_path_buf()];
+    let tls = match raw.tls_server_config {
+        Some(tls) => Some(tls_acceptor(tls, base, &mut files)?),
+        None => None,
+    };
+    let users = raw.basic_auth_users.unwrap_or_default();
+    for (user, hash) in &users {
+        if !(hash.starts_with("$2") && hash.len() == 60) || user.contains(':') {
+            return Err(format!(
+                "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nbBC 10 USER PASSWORD`)"
+            ));
+        }
+    }
+    let headers = headers(raw.http_server_config)?;
+    Ok(Loaded {
+        tls,
+        users,
+        headers,
+        files,
+    })
+}
+
+fn headers(http: Option<RawHttp>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let Some(http) = http else {
+        return Ok(Vec::new());
+    };
+    let _ = http.http2;
+    let mut headers = Vec::new();
+    for (name, value) in http.headers.unwrap_or_default() {
+        let Some(allowed) = SETTABLE_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(&name))
+        else {
+            return Err(format!(
+                "http_server_config.headers.{name}: only {} can be set",
+                SETTABLE_HEADERS.join(", ")
+            ));
+        };
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("http_server_config.headers.{name}: not a header value"))?;
+        headers.push((HeaderName::from_static(static_lower(allowed)), value));
+    }
+    Ok(headers)
+}
+
+fn static_lower(name: &str) -> &'static str {
+    match name {
+        "Strict-Transport-Security" => "strict-transport-security",
+        "X-Content-Type-Options" => "x-content-type-options",
+        "X-Frame-Options" => "x-frame-options",
+        "X-XSS-Protection" => "x-xss-protection",
+        _ => "content-security-policy",
+    }
+}
+
+fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<TlsAcceptor, String> {
+    let unsupported = [
+        ("client_allowed_sans", tls.client_allowed_sans.is_some()),
+        ("curve_preferences", tls.curve_preferences.is_some()),
+    ];
+    if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(format!(
+            "tls_server_config.{key}: not supported by this exporter (rustls)"
+        ));
+    }
+    let _ = tls.prefer_server_cipher_suites;
+    let file = |key: &str, name: Option<&String>| -> Result<PathBuf, String> {
+        let name = name.ok_or(format!("tls_server_config.{key} is required"))?;
+        Ok(base.join(name))
+    };
+    let (cert_file, key_file) = (
+        file("cert_file", tls.cert_file.as_ref())?,
+        file("key_file", tls.key_file.as_ref())?,
+    );
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|certs| certs.collect())
+        .map_err(|error| {
+            format!(
+                "tls_server_config.cert_file: {}: {error}",
+                cert_file.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|error| {
+        format!(
+            "tls_server_config.key_file: {}: {error}",
+            key_file.display()
+        )
+    })?;
+    files.extend([cert_file, key_file]);
+    let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
+    let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|error| format!("tls_server_config: {error}"))?;
+    let auth = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    let builder = match auth {
+        "NoClientCert" => builder.with_no_client_auth(),
+        "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven" => {
+            let ca_file = file("client_ca_file", tls.client_ca_file.as_ref())?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca_file).map_err(|error| {
+                format!(
+                    "tls_server_config.client_ca_file: {}: {error}",
+                    ca_file.display()
+                )
+            })? {
+                let cert =
+                    cert.map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
+            }
+            files.push(ca_file);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth == "VerifyClientCertIfGiven" {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        "RequestClientCert" | "RequireAnyClientCert" => {
+            return Err(format!("tls_server_config.client_auth_type: {auth} accepts certificates nobody verified, which rustls does not do; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"));
+        }
+        other => {
+            return Err(format!("tls_server_config.client_auth_type: {other:?} is not one of NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"));
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|error| {
+        format!("tls_server_config: the certificate and key do not go together: {error}")
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The TLS versions from `min_version` to `max_version` (TLS 1.2 and 1.3 by default).
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let rank = |key: &str, value: Option<&str>, default: u8| match value {
+        None => Ok(default),
+        Some("TLS12") => Ok(2),
+        Some("TLS13") => Ok(3),
+        Some(other @ ("TLS10" | "TLS11")) => Err(format!(
+            "tls_server_config.{key}: {other} is not supported (rustls speaks TLS 1.2 and 1.3)"
+        )),
+        Some(other) => Err(format!(
+            "tls_server_config.{key}: {other:?} is not TLS12 or TLS13"
+        )),
+    };
+    let (min, max) = (rank("min_version", min, 2)?, rank("max_version", max, 3)?);
+    let versions: Vec<_> = [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(rank, _)| (min..=max).contains(rank))
+        .map(|(_, version)| version)
+        .collect();
+    if versions.is_empty() {
+        return Err("tls_server_config: min_version is above max_version".into());
+    }
+    Ok(versions)
+}
+
+/// The ring provider, with only the named TLS 1.2 suites if any (Go names; TLS 1.3 suites
+/// are not configurable, as in Go).
+fn provider(suites: Option<&[String]>) -> Result<rustls::crypto::CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let Some(suites) = suites else {
+        return Ok(provider);
+    };
+    let name = |suite: &rustls::SupportedCipherSuite| format!("{:?}", suite.suite());
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = provider
+        .cipher_suites
+        .iter()
+        .filter(|suite| suite.version() == &rustls::version::TLS13)
+        .copied()
+        .collect();
+    for wanted in suites {
+        let normalized = if wanted.ends_with("CHACHA20_POLY1305") {
+            format!("{wanted}_SHA256")
+        } else {
+            wanted.clone()
+        };
+        let found = provider
+            .cipher_suites
+            .iter()
+            .find(|suite| name(suite) == normalized);
+        match found {
+            Some(suite) => chosen.push(*suite),
+            None => {
+                let known: Vec<String> = provider
+                    .cipher_suites
+                    .iter()
+                    .filter(|suite| suite.version() == &rustls::version::TLS12)
+                    .map(name)
+                    .collect();
+                return Err(format!(
+                    "tls_server_config.cipher_suites: {wanted} is not supported; use some of {}",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    provider.cipher_suites = chosen;
+    Ok(provider)
+}
