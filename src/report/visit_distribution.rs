@@ -432,6 +432,18 @@ mod tests {
     }
 
     #[test]
+    fn an_index_or_a_key_given_twice_keeps_the_first_item_and_counts_the_rest() {
+        let body = r#"{"ref_date":"20170313","list":[
+            {"index":"access_depth_info","item_list":[{"key":1,"value":10},{"key":1,"value":11}]},
+            {"index":"access_depth_info","item_list":[{"key":1,"value":12},{"key":2,"value":20}]}
+        ]}"#;
+        let (parsed, tally) = crate::wechat::wire::tally(|| distribution(body));
+        let depth = &parsed.unwrap().indexes["access_depth_info"];
+        assert_eq!(*depth, vec![item(1, 10.0), item(2, 20.0)]);
+        assert_eq!(tally.duplicate, 2);
+    }
+
+    #[test]
     fn distribution_keys_get_names_and_unknown_ones_are_kept_as_unknown() {
         let distribution = Distribution {
             indexes: BTreeMap::from([

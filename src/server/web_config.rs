@@ -313,6 +313,9 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
         ));
     }
     let _ = tls.prefer_server_cipher_suites;
+    // The settings first, then the files they name.
+    let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
+    let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
     let file = |key: &str, name: Option<&String>| -> Result<PathBuf, String> {
         let name = name.ok_or(format!("tls_server_config.{key} is required"))?;
         Ok(base.join(name))
@@ -336,8 +339,6 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
         )
     })?;
     files.extend([cert_file, key_file]);
-    let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
-    let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|error| format!("tls_server_config: {error}"))?;

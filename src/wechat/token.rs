@@ -129,6 +129,7 @@ impl TokenState {
         };
         let replaced_refused = token.replaces_refused;
         self.token = None;
+        self.after_refusal = true;
         if replaced_refused {
             let error = WeChatError::TokenSource(format!(
                 "the new token was refused too ({error}); asking the token source again after a backoff"
@@ -136,7 +137,6 @@ impl TokenState {
             self.failed(error.clone(), now, polling);
             return Err(error);
         }
-        self.after_refusal = true;
         Ok(())
     }
 
@@ -148,11 +148,15 @@ impl TokenState {
         }
     }
 
-    /// A new token was fetched.
+    /// A new token was fetched. The source's failures are forgotten, unless this token
+    /// replaces a refused one: until it is seen to work (it lives to its refresh), a refusal
+    /// of it backs off longer than the last one did.
     pub fn store(&mut self, mut token: Token) {
         token.replaces_refused = std::mem::take(&mut self.after_refusal);
+        if !token.replaces_refused {
+            self.failing = None;
+        }
         self.token = Some(token);
-        self.failing = None;
     }
 
     /// The source failed with `error` at `now`: no new attempt before its backoff.
@@ -270,6 +274,37 @@ mod tests {
         assert!(
             state.check_backoff(at(11 + 30)).is_ok(),
             "the initial backoff is 30s"
+        );
+    }
+
+    #[test]
+    fn replacements_refused_again_and_again_back_off_longer_each_time() {
+        let mut state = TokenState::default();
+        state.store(Token::new("t0".into(), at(0), Duration::from_secs(7200)));
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for round in 1..=4 {
+            state
+                .refused(&format!("t{}", round - 1), &refused(), at(now), &polling())
+                .ok();
+            let until = (now..)
+                .find(|&second| state.check_backoff(at(second)).is_ok())
+                .unwrap();
+            waits.push(until - now);
+            now = until;
+            state.store(Token::new(
+                format!("t{round}"),
+                at(now),
+                Duration::from_secs(7200),
+            ));
+        }
+        assert_eq!(
+            waits[0], 0,
+            "the first refusal refetches at once: {waits:?}"
+        );
+        assert!(
+            waits[1] >= 30 && waits[2] >= 30 && waits[3] >= 60,
+            "{waits:?}"
         );
     }
 

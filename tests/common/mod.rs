@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod prometheus;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -170,6 +172,21 @@ pub async fn spawn_app_with(
     edit: impl FnOnce(String) -> String,
     prepare: impl FnOnce(&Simulation),
 ) -> TestApp {
+    spawn_app_behind(apps, start, extra, edit, prepare, None)
+        .await
+        .0
+}
+
+/// As [`spawn_app_with`], the exporter asking a hostile proxy (see [`hostile`]) that answers
+/// with `rule` where it says and forwards to the simulation otherwise.
+pub async fn spawn_app_behind(
+    apps: Vec<SimApp>,
+    start: DateTime<Utc>,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+    prepare: impl FnOnce(&Simulation),
+    rule: Option<hostile::Rule>,
+) -> (TestApp, Option<hostile::Hostile>) {
     let logs = Logs::default();
     let writer = logs.clone();
     let guard = tracing::subscriber::set_default(logging::subscriber(
@@ -185,7 +202,12 @@ pub async fn spawn_app_with(
         .await
         .unwrap();
     prepare(&sim);
-    let config = Config::from_toml(&edit(config_toml(&apps, api, extra))).unwrap();
+    let proxy = match rule {
+        Some(rule) => Some(hostile::spawn_hostile(api, rule).await),
+        None => None,
+    };
+    let asked = proxy.as_ref().map_or(api, |proxy| proxy.address);
+    let config = Config::from_toml(&edit(config_toml(&apps, asked, extra))).unwrap();
     let jobs = Report::all()
         .filter(|report| report.is_enabled(&config.reports))
         .map(|report| report.kinds().len())
@@ -200,7 +222,7 @@ pub async fn spawn_app_with(
     tokio::spawn(serve(listener, store.clone(), async move {
         let _ = stopped_server.wait_for(|stop| *stop).await;
     }));
-    TestApp {
+    let app = TestApp {
         sim,
         api,
         clock,
@@ -212,7 +234,8 @@ pub async fn spawn_app_with(
         stop,
         _pollers: pollers,
         _log_guard: guard,
-    }
+    };
+    (app, proxy)
 }
 
 impl TestApp {
