@@ -113,11 +113,11 @@ fn number(value: &Value) -> Option<f64> {
 
 /// An access-token answer, from WeChat or from an external token service.
 #[derive(Deserialize)]
-pub(super) struct TokenAnswer {
+pub struct TokenAnswer {
     #[serde(default)]
-    pub access_token: Option<String>,
+    access_token: Option<String>,
     #[serde(default)]
-    pub expires_in: Signed,
+    expires_in: Signed,
 }
 
 /// The longest access token taken: WeChat's are about 150 characters.
@@ -229,7 +229,7 @@ pub fn read<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, WeChatEr
 }
 
 /// Parses a token answer, or the errcode it carries.
-pub(super) fn parse_token(body: &[u8]) -> Result<TokenAnswer, WeChatError> {
+pub fn parse_token(body: &[u8]) -> Result<TokenAnswer, WeChatError> {
     let answer = object(body)?;
     check_errcode(&answer)?;
     read(answer)
