@@ -798,7 +798,7 @@ fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<
     if raw.is_empty() {
         problems.add(
             "apps",
-            format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config.example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
+            format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config/example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
         );
     }
     let mut apps = Vec::new();

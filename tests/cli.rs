@@ -254,7 +254,7 @@ fn demo_serves_every_family_within_seconds_and_stops_on_sigterm() {
 fn the_example_config_is_valid_and_documents_the_defaults() {
     let secret = temp_file("example-secret", "s3cret\n");
     let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
             .unwrap();
     let example = example.replace("/run/secrets/shop", secret.to_str().unwrap());
     let path = temp_file("example.toml", &example);
@@ -289,7 +289,7 @@ fn simulate_serves_the_api_that_the_example_config_points_at() {
         .to_string();
     assert!(api.starts_with("http://127.0.0.1:"), "{first}");
 
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml");
     let output = run(
         &["--config", example, "once"],
         &[("WECHAT_MINIPROGRAM_API_BASE_URL", &api)],
