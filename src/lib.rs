@@ -13,15 +13,19 @@
 //!   values. [`period`]: the Beijing-time calendar (days, natural weeks and months).
 //! - [`wechat`]: the API client, tokens, errors and what every answer shares on the wire.
 //! - [`exposition`]: the small interface every family writes its samples through.
+//!   [`gzip`]: the cached exposition compressed once, with a per-scrape tail appended.
 //! - [`report`]: the reports, one module each, listed once in a registry: their calls, how an
 //!   answer is read, what is kept, the families they are exported as, and their simulated
 //!   answers (which use [`simulation::model`], the simulated numbers).
 //! - [`policy`]: what to do after an error, for the agent and `backfill` alike.
 //! - [`sink`]: what the poller hands on (held periods, job statuses).
-//! - [`poller`]: per app, what is due and when.
+//! - [`poller`]: per app, what is due and when. [`supervise`]: keeps each app's poller alive;
+//!   a panic is that app's error, shown and retried, never a silence.
 //! - [`metrics`]: the whole exposition: every report, the data's age, health, self-metrics.
 //! - [`store`]: the held data, rendered once per change into cached bytes.
-//! - [`server`]: `/metrics`, `/`, `/healthz`, `/readyz` over the store.
+//! - [`server`]: `/metrics`, `/`, `/apps/NAME`, `/healthz`, `/readyz` over the store; the
+//!   exporter-toolkit web configuration (TLS, basic auth, headers) and an accept loop that
+//!   bounds connections, request heads and the drain.
 //! - [`backfill`]: the other way out of `report` and `metrics`: past periods fetched once each
 //!   through the same client and written as timestamped OpenMetrics for `promtool`.
 //! - [`simulation`]: a faithful simulated WeChat API for the demo and the tests, answering
@@ -36,7 +40,9 @@
 //!   left out, a retention key too young to be known, all are absent, never zero.
 //! - One failing app never delays another; at most `polling.concurrency` requests are in
 //!   flight.
-//! - No secret and no access token appears in a log line, an error or a label.
+//! - No secret and no access token appears in a log line, an error, a page or a label.
+//! - Whatever WeChat, a token service or a configuration says, memory stays bounded, nothing
+//!   panics, and no value that cannot be true is exported (it is dropped and counted).
 //!
 //! # Adding a report
 //!

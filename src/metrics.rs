@@ -115,6 +115,23 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     collector
 }
 
+/// The gauges that describe this exporter (its shard, its number of apps), in `registry`.
+fn instance_gauges(registry: &Registry) -> (IntGaugeVec, IntGauge) {
+    let shard = Opts::new(
+        "wechat_miniprogram_exporter_shard_info",
+        "The shard this exporter is (--shard of --total-shards); always 1.",
+    );
+    let shard = register(
+        registry,
+        IntGaugeVec::new(shard, &["shard", "total_shards"]).expect("valid metric"),
+    );
+    let apps = IntGauge::new(
+        "wechat_miniprogram_exporter_apps",
+        "Mini Programs this exporter polls (those of its shard).",
+    );
+    (shard, register(registry, apps.expect("valid metric")))
+}
+
 /// Appends families in the text format.
 fn encode(families: &[prometheus::proto::MetricFamily], out: &mut String) {
     let mut text = String::new();
@@ -175,19 +192,7 @@ impl SelfMetrics {
             "Values of WeChat's answers dropped rather than exported, by reason: invalid (negative, absurdly large, a share above 1) or duplicate (an entry given twice; the first is kept).",
             &["appid", "app", "endpoint", "reason"],
         );
-        let shard = Opts::new(
-            "wechat_miniprogram_exporter_shard_info",
-            "The shard this exporter is (--shard of --total-shards); always 1.",
-        );
-        let shard = register(
-            &registry,
-            IntGaugeVec::new(shard, &["shard", "total_shards"]).expect("valid metric"),
-        );
-        let apps = IntGauge::new(
-            "wechat_miniprogram_exporter_apps",
-            "Mini Programs this exporter polls (those of its shard).",
-        );
-        let apps = register(&registry, apps.expect("valid metric"));
+        let (shard, apps) = instance_gauges(&registry);
         SelfMetrics {
             registry,
             exporter,

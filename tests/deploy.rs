@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use common::prometheus::{promtool, temp_dir};
+use common::prometheus::{promtool, temp_dir, Prometheus};
+use common::tools::Binary;
 
 const CHART: &str = "deploy/helm/wechat-miniprogram-exporter";
 const COMPOSE: &str = "deploy/docker-compose";
@@ -191,6 +192,87 @@ fn the_compose_stack_is_valid_and_mounts_the_bundled_rules_and_dashboards() {
     assert!(text(&exporter).contains("3 Mini Program(s)"));
 }
 
+/// The secure overlay as documented: `web/generate` makes the files, the exporter serves
+/// with the web configuration it wrote, and a real Prometheus, configured as the overlay
+/// mounts it, scrapes the exporter over verified TLS with basic auth.
+#[tokio::test]
+async fn the_secure_compose_overlay_scrapes_the_exporter_over_tls_with_basic_auth() {
+    let base = format!("{COMPOSE}/docker-compose.yml");
+    let overlay = format!("{COMPOSE}/docker-compose.secure.yml");
+    run(
+        "docker-compose",
+        &["-f", &base, "-f", &overlay, "config", "-q"],
+    );
+    let merged = run("docker-compose", &["-f", &base, "-f", &overlay, "config"]);
+    let services = yaml_documents(&merged)[0]["services"].clone();
+    let command: Vec<&str> = services["exporter"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert!(
+        command.contains(&"--web.config.file=/etc/wechat-miniprogram-exporter/web/web-config.yml"),
+        "{command:?}"
+    );
+
+    // The generated files, where the overlay mounts them from.
+    let web = temp_dir("compose-web");
+    run(&format!("{COMPOSE}/web/generate"), &[web.to_str().unwrap()]);
+    let generated = |file: &str| web.join(file).display().to_string();
+    let exporter = Binary::start(&[
+        "demo",
+        &format!("--web.config.file={}", generated("web-config.yml")),
+    ]);
+
+    // Prometheus's /etc/prometheus as the overlay mounts it, with the exporter's address.
+    let root = std::fs::canonicalize(".").unwrap();
+    let etc = temp_dir("compose-secure-prometheus");
+    for (source, target) in volumes(&services["prometheus"]) {
+        let Some(inside) = target.strip_prefix("/etc/prometheus/") else {
+            continue;
+        };
+        let source = PathBuf::from(source);
+        let source = match source.strip_prefix(root.join(COMPOSE).join("web")) {
+            Ok(file) => web.join(file),
+            Err(_) => source,
+        };
+        let copy = etc.join(inside);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&source, &copy).unwrap();
+    }
+    let checked = promtool(&[
+        "check",
+        "config",
+        etc.join("prometheus.yml").to_str().unwrap(),
+    ]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let config = std::fs::read_to_string(etc.join("prometheus.yml"))
+        .unwrap()
+        .replace("exporter:10050", &exporter.address.to_string())
+        .replace("scrape_interval: 1m", "scrape_interval: 1s")
+        .replace("web/", &format!("{}/web/", etc.display()));
+    let prometheus = Prometheus::start(&temp_dir("compose-secure-tsdb"), &config).await;
+    let started = std::time::Instant::now();
+    loop {
+        let up = prometheus
+            .value("up{job=\"wechat-miniprogram\"}", chrono::Utc::now())
+            .await;
+        if up == Some(1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "Prometheus never scraped the exporter: up = {up:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let scraped = prometheus
+        .value("wechat_miniprogram_exporter_apps", chrono::Utc::now())
+        .await;
+    assert!(scraped.is_some(), "the exporter's own metrics are scraped");
+}
+
 /// (source, target) of every volume of a service, in docker-compose's long or short syntax.
 fn volumes(service: &Value) -> Vec<(String, String)> {
     service["volumes"]
@@ -221,6 +303,7 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_values_file() {
         Some(format!("{CHART}/ci/existing-secret-values.yaml")),
         Some(format!("{CHART}/ci/sharded-values.yaml")),
         Some(format!("{CHART}/ci/monitoring-values.yaml")),
+        Some(format!("{CHART}/ci/secure-values.yaml")),
     ];
     let dir = temp_dir("helm");
     for (n, values) in variants.iter().enumerate() {
@@ -255,7 +338,12 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_values_file() {
         let container = &pod["containers"][0];
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        // Behind basic auth, readiness is asked of /healthz: kubelet cannot authenticate.
+        let secure = values
+            .as_deref()
+            .is_some_and(|v| v.ends_with("secure-values.yaml"));
+        let readiness = if secure { "/healthz" } else { "/readyz" };
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], readiness);
 
         // The rendered exporter configuration is valid for the exporter itself.
         let config = of_kind(&documents, "ConfigMap")
@@ -290,6 +378,61 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_values_file() {
             assert!(text(&checked).contains("apps"), "{}", text(&checked));
         }
     }
+}
+
+#[test]
+fn tls_and_basic_auth_come_from_a_secret_and_the_probes_and_service_monitor_follow() {
+    let documents = template(Some(&format!("{CHART}/ci/secure-values.yaml")));
+    let deployment = of_kind(&documents, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--web.config.file=/etc/wechat-miniprogram-exporter/web/web-config.yml"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--web.telemetry-path=/wechat/metrics"),
+        "{args:?}"
+    );
+    let web = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == "web")
+        .expect("the web configuration's volume");
+    assert_eq!(web["secret"]["secretName"], "wme-web");
+    let mounted = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|mount| {
+            mount["name"] == "web" && mount["mountPath"] == "/etc/wechat-miniprogram-exporter/web"
+        });
+    assert!(mounted);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    }
+    let monitor = of_kind(&documents, "ServiceMonitor")[0];
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["path"], "/wechat/metrics");
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["name"], "wme-web");
+    assert_eq!(endpoint["basicAuth"]["password"]["key"], "password");
+
+    // Without a web configuration: plain HTTP, whatever `tls` says, and /readyz.
+    let plain = template(Some(&format!("{CHART}/ci/monitoring-values.yaml")));
+    let container = &of_kind(&plain, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["readinessProbe"]["httpGet"]["scheme"].is_null());
+    let endpoint = &of_kind(&plain, "ServiceMonitor")[0]["spec"]["endpoints"][0];
+    assert!(endpoint["scheme"].is_null() && endpoint["basicAuth"].is_null());
+    assert_eq!(endpoint["path"], "/metrics");
 }
 
 #[test]

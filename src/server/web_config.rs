@@ -316,14 +316,35 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
     // The settings first, then the files they name.
     let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
     let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
-    let file = |key: &str, name: Option<&String>| -> Result<PathBuf, String> {
-        let name = name.ok_or(format!("tls_server_config.{key} is required"))?;
-        Ok(base.join(name))
+    let (certs, key) = server_identity(&tls, base, files)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|error| format!("tls_server_config: {error}"))?;
+    let builder = match client_verifier(&tls, base, files, provider)? {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
-    let (cert_file, key_file) = (
-        file("cert_file", tls.cert_file.as_ref())?,
-        file("key_file", tls.key_file.as_ref())?,
-    );
+    let mut config = builder.with_single_cert(certs, key).map_err(|error| {
+        format!("tls_server_config: the certificate and key do not go together: {error}")
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The path of the file a `tls_server_config` key names, relative to the configuration.
+fn tls_file(base: &Path, key: &str, name: Option<&String>) -> Result<PathBuf, String> {
+    let name = name.ok_or(format!("tls_server_config.{key} is required"))?;
+    Ok(base.join(name))
+}
+
+/// The server's certificate chain and key, from `cert_file` and `key_file`.
+fn server_identity(
+    tls: &RawTls,
+    base: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let cert_file = tls_file(base, "cert_file", tls.cert_file.as_ref())?;
+    let key_file = tls_file(base, "key_file", tls.key_file.as_ref())?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
         .and_then(|certs| certs.collect())
         .map_err(|error| {
@@ -339,51 +360,48 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
         )
     })?;
     files.extend([cert_file, key_file]);
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|error| format!("tls_server_config: {error}"))?;
+    Ok((certs, key))
+}
+
+/// How client certificates are verified (`client_auth_type`, `client_ca_file`): `None` when
+/// they are not asked for.
+fn client_verifier(
+    tls: &RawTls,
+    base: &Path,
+    files: &mut Vec<PathBuf>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
     let auth = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    let builder = match auth {
-        "NoClientCert" => builder.with_no_client_auth(),
-        "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven" => {
-            let ca_file = file("client_ca_file", tls.client_ca_file.as_ref())?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&ca_file).map_err(|error| {
-                format!(
-                    "tls_server_config.client_ca_file: {}: {error}",
-                    ca_file.display()
-                )
-            })? {
-                let cert =
-                    cert.map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
-            }
-            files.push(ca_file);
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if auth == "VerifyClientCertIfGiven" {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|error| format!("tls_server_config.client_ca_file: {error}"))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    match auth {
+        "NoClientCert" => return Ok(None),
+        "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven" => {}
         "RequestClientCert" | "RequireAnyClientCert" => {
             return Err(format!("tls_server_config.client_auth_type: {auth} accepts certificates nobody verified, which rustls does not do; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"));
         }
         other => {
             return Err(format!("tls_server_config.client_auth_type: {other:?} is not one of NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"));
         }
+    }
+    let failed = |error: String| format!("tls_server_config.client_ca_file: {error}");
+    let ca_file = tls_file(base, "client_ca_file", tls.client_ca_file.as_ref())?;
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&ca_file)
+        .map_err(|error| failed(format!("{}: {error}", ca_file.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|error| failed(error.to_string()))?;
+        roots.add(cert).map_err(|error| failed(error.to_string()))?;
+    }
+    files.push(ca_file);
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let verifier = if auth == "VerifyClientCertIfGiven" {
+        verifier.allow_unauthenticated()
+    } else {
+        verifier
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|error| {
-        format!("tls_server_config: the certificate and key do not go together: {error}")
-    })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let verifier = verifier
+        .build()
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(Some(verifier))
 }
 
 /// The TLS versions from `min_version` to `max_version` (TLS 1.2 and 1.3 by default).

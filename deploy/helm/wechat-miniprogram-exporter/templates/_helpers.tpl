@@ -81,6 +81,12 @@ spec:
       args:
         - --config=/etc/wechat-miniprogram-exporter/config.toml
         - --web.listen-address=:{{ .Values.service.port }}
+        {{- if ne .Values.web.telemetryPath "/metrics" }}
+        - --web.telemetry-path={{ .Values.web.telemetryPath }}
+        {{- end }}
+        {{- if .Values.web.configSecret }}
+        - --web.config.file=/etc/wechat-miniprogram-exporter/web/web-config.yml
+        {{- end }}
         {{- if gt (int .Values.shards) 1 }}
         - --shard=$(SHARD)
         - --total-shards={{ .Values.shards }}
@@ -104,10 +110,20 @@ spec:
         - name: http
           containerPort: {{ .Values.service.port }}
           protocol: TCP
+      {{- $liveness := deepCopy .Values.livenessProbe }}
+      {{- $readiness := deepCopy .Values.readinessProbe }}
+      {{- if and .Values.web.configSecret .Values.web.tls }}
+      {{- if $liveness.httpGet }}{{ $_ := set $liveness.httpGet "scheme" "HTTPS" }}{{ end }}
+      {{- if $readiness.httpGet }}{{ $_ := set $readiness.httpGet "scheme" "HTTPS" }}{{ end }}
+      {{- end }}
+      {{- if and .Values.web.configSecret .Values.web.basicAuth $readiness.httpGet }}
+      {{- /* kubelet cannot authenticate: /healthz is the one path outside basic auth. */}}
+      {{- $_ := set $readiness.httpGet "path" "/healthz" }}
+      {{- end }}
       livenessProbe:
-        {{- toYaml .Values.livenessProbe | nindent 8 }}
+        {{- toYaml $liveness | nindent 8 }}
       readinessProbe:
-        {{- toYaml .Values.readinessProbe | nindent 8 }}
+        {{- toYaml $readiness | nindent 8 }}
       resources:
         {{- toYaml .Values.resources | nindent 8 }}
       securityContext:
@@ -122,6 +138,11 @@ spec:
           mountPath: /etc/wechat-miniprogram-exporter/secrets
           readOnly: true
         {{- end }}
+        {{- if .Values.web.configSecret }}
+        - name: web
+          mountPath: /etc/wechat-miniprogram-exporter/web
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -131,6 +152,11 @@ spec:
         name: {{ include "wme.fullname" . }}
     {{- with include "wme.secretName" . }}
     - name: secrets
+      secret:
+        secretName: {{ . }}
+    {{- end }}
+    {{- with .Values.web.configSecret }}
+    - name: web
       secret:
         secretName: {{ . }}
     {{- end }}
