@@ -291,6 +291,21 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_error_message_is_kept_as_one_line_of_200_characters() {
+        let message = format!("line one\nline two {}", "x".repeat(1_000_000));
+        let body = serde_json::json!({"errcode": 40013, "errmsg": message}).to_string();
+        let Err(WeChatError::Api { errmsg, .. }) = answer(body.as_bytes()) else {
+            panic!("an error");
+        };
+        assert_eq!(
+            errmsg.chars().count(),
+            201,
+            "200 characters and an ellipsis"
+        );
+        assert!(errmsg.starts_with("line one line two x") && errmsg.ends_with('…'));
+    }
+
+    #[test]
     fn garbage_and_truncated_bodies_are_decode_errors() {
         for body in [
             "<html>502 Bad Gateway</html>",
