@@ -1,104 +1,92 @@
-//! Wiring: a validated config becomes a client, one poller per app, a store and a router.
+//! Wiring: a validated config becomes a store (with its state directory), a fleet of
+//! pollers over it, and a router.
 //!
-//! `main` and the integration tests build the exporter the same way: [`Exporter::build`], then
-//! either [`Exporter::start`] (poll forever and serve) or [`Exporter::poll_once`].
+//! `main` and the integration tests build the exporter the same way: [`Exporter::build`],
+//! then either [`Exporter::start`] (poll forever; [`Exporter::apply`] for a new
+//! configuration) or [`Exporter::poll_once`].
 
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::config::{App, Config};
+use crate::config::Config;
+use crate::fleet::{Changes, Fleet};
 use crate::metrics::SelfMetrics;
 use crate::poller::{AppPoller, Settings};
 use crate::server::router;
 use crate::sink::Sink;
+use crate::state::StateDir;
 use crate::store::Store;
-use crate::supervise::supervise;
 use crate::wechat::client::{AppConnection, Client};
 
 /// The exporter, built and not yet running.
 pub struct Exporter {
     /// What `/metrics` serves.
     pub store: Arc<Store>,
-    client: Arc<Client>,
-    settings: Arc<Settings>,
-    apps: Vec<App>,
+    /// The pollers.
+    pub fleet: Arc<Fleet>,
     clock: Clock,
 }
 
 impl Exporter {
-    /// Builds the client, store and pollers of `config`.
-    pub fn build(config: &Config, clock: Clock) -> anyhow::Result<Exporter> {
+    /// Builds the store of `config`, over its state directory if it has one and it opens
+    /// (else in memory, with a warning: serving matters more than remembering).
+    pub fn build(config: &Config, clock: Clock) -> Exporter {
         let exporter_metrics = !config.web.disable_exporter_metrics;
         let self_metrics = Arc::new(SelfMetrics::with_exporter_metrics(exporter_metrics));
-        self_metrics.describe_instance(config.shard, config.apps.len());
-        let client = Arc::new(
-            Client::new(
-                &config.api_base_url,
-                &config.polling,
-                clock.clone(),
-                self_metrics.clone(),
-            )
-            .context("building the HTTP client")?,
-        );
-        let store = Arc::new(Store::new(&config.apps, self_metrics));
+        let disk = config.storage.as_deref().and_then(|path| match StateDir::open(path) {
+            Ok(disk) => Some(disk),
+            Err(problem) => {
+                tracing::error!(problem, "--storage.path: the state is kept in memory only; a restart fetches every period again");
+                None
+            }
+        });
+        let store = Arc::new(Store::empty(self_metrics, disk));
+        let fleet = Arc::new(Fleet::new(store.clone(), clock.clone()));
+        Exporter {
+            store,
+            fleet,
+            clock,
+        }
+    }
+
+    /// Starts polling the apps of `config` in the background, each supervised (a panic
+    /// restarts it); [`Fleet::stop`] stops them.
+    pub fn start(&self, config: &Config) -> anyhow::Result<Changes> {
+        self.fleet.apply(config)
+    }
+
+    /// Runs one round for every app of `config` at once; `true` if any report failed with
+    /// an error.
+    pub async fn poll_once(self, config: &Config) -> anyhow::Result<(Arc<Store>, bool)> {
+        let client = Arc::new(Client::new(
+            &config.api_base_url,
+            &config.polling,
+            self.clock.clone(),
+            self.store.self_metrics().clone(),
+        )?);
+        self.store
+            .self_metrics()
+            .describe_instance(config.shard, config.apps.len());
         let settings = Arc::new(Settings {
             polling: config.polling.clone(),
             reports: config.reports.clone(),
         });
-        Ok(Exporter {
-            store,
-            client,
-            settings,
-            apps: config.apps.clone(),
-            clock,
-        })
-    }
-
-    /// A poller for app number `number`, with a fresh token cache.
-    fn poller(&self, number: usize) -> AppPoller {
-        AppPoller::new(
-            number,
-            AppConnection::new(self.apps[number].clone()),
-            self.client.clone(),
-            self.store.clone() as Arc<dyn Sink>,
-            self.settings.clone(),
-            self.clock.clone(),
-        )
-    }
-
-    /// Starts every poller in the background, each supervised (a panic restarts it); they
-    /// stop when `shutdown` turns true.
-    pub fn start(self, shutdown: watch::Receiver<bool>) -> (Arc<Store>, JoinSet<()>) {
-        let exporter = Arc::new(self);
         let mut tasks = JoinSet::new();
-        for number in 0..exporter.apps.len() {
-            let this = exporter.clone();
-            let stop = shutdown.clone();
-            let start = move || this.poller(number).run(stop.clone());
-            tasks.spawn(supervise(
-                number,
-                exporter.apps[number].name.clone(),
-                exporter.store.clone() as Arc<dyn Sink>,
-                exporter.clock.clone(),
-                exporter.settings.polling.clone(),
-                shutdown.clone(),
-                start,
-            ));
-        }
-        (exporter.store.clone(), tasks)
-    }
-
-    /// Runs one round for every app at once; `true` if any report failed with an error.
-    pub async fn poll_once(self) -> (Arc<Store>, bool) {
-        let mut tasks = JoinSet::new();
-        for number in 0..self.apps.len() {
-            let mut poller = self.poller(number);
+        for app in &config.apps {
+            let (slot, resume) = self.store.add(app, &config.reports, self.clock.now());
+            let mut poller = AppPoller::new(
+                slot,
+                AppConnection::new(app.clone()),
+                client.clone(),
+                self.store.clone() as Arc<dyn Sink>,
+                settings.clone(),
+                self.clock.clone(),
+                resume,
+            );
             tasks.spawn(async move {
                 poller.round().await;
                 poller.has_errors()
@@ -108,7 +96,7 @@ impl Exporter {
         while let Some(result) = tasks.join_next().await {
             failed |= result.unwrap_or(true);
         }
-        (self.store, failed)
+        Ok((self.store, failed))
     }
 }
 

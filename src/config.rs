@@ -39,6 +39,31 @@ pub struct Config {
     pub shard: Shard,
     /// How `/metrics` is served (set from the command line).
     pub web: Web,
+    /// Where more apps are listed (`[discovery]`).
+    pub discovery: Discovery,
+    /// `--storage.path`: where the state is kept across restarts (none: in memory only).
+    pub storage: Option<PathBuf>,
+}
+
+/// The `[discovery]` table: files and a URL that list more apps, read again on change and
+/// every `refresh_interval`, as Prometheus' file_sd and http_sd.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Discovery {
+    /// Paths of JSON or YAML files listing apps; `*` and `?` may match in the file name.
+    pub files: Vec<String>,
+    /// An HTTP(S) endpoint answering the same list.
+    pub url: Option<String>,
+    /// A file holding the bearer token sent to `url`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// How often every source is read again.
+    pub refresh_interval: Duration,
+}
+
+impl Discovery {
+    /// Whether any source is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.files.is_empty() || self.url.is_some()
+    }
 }
 
 /// The `--web.*` flags, as the official exporters have them.
@@ -121,6 +146,8 @@ pub struct Polling {
     pub concurrency: usize,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// The earliest time of day (Beijing, from midnight) to ask for a newly ended period.
+    pub first_attempt: Duration,
 }
 
 /// The `[reports]` table.
@@ -148,8 +175,8 @@ impl Reports {
     }
 }
 
-/// One Mini Program, from `[apps.NAME]`.
-#[derive(Clone, Debug)]
+/// One Mini Program, from `[apps.NAME]` or from discovery.
+#[derive(Clone, Debug, PartialEq)]
 pub struct App {
     /// The table name, exported as the label `app`.
     pub name: String,
@@ -160,7 +187,7 @@ pub struct App {
 }
 
 /// Where an app's access token comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TokenSource {
     /// `POST /cgi-bin/stable_token` (the default): safe to share between replicas.
     StableToken(Secret),
@@ -305,7 +332,17 @@ struct RawConfig {
     api_base_url: String,
     polling: RawPolling,
     reports: RawReports,
+    discovery: RawDiscovery,
     apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    files: Vec<String>,
+    url: String,
+    bearer_token_file: String,
+    refresh_interval: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +353,7 @@ struct RawPolling {
     error_backoff_max: String,
     concurrency: i64,
     request_timeout: String,
+    first_attempt: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -357,6 +395,7 @@ impl Default for RawConfig {
                 error_backoff_max: "30m".into(),
                 concurrency: 4,
                 request_timeout: "30s".into(),
+                first_attempt: "06:00".into(),
             },
             reports: RawReports {
                 enabled: Report::all()
@@ -368,6 +407,12 @@ impl Default for RawConfig {
                 portrait_ranges: vec!["1d".into(), "7d".into(), "30d".into()],
                 js_errors_top: 10,
                 quota_interval: "6h".into(),
+            },
+            discovery: RawDiscovery {
+                files: Vec::new(),
+                url: String::new(),
+                bearer_token_file: String::new(),
+                refresh_interval: "5m".into(),
             },
             apps: BTreeMap::new(),
         }
@@ -384,6 +429,8 @@ pub struct Overrides {
     pub shard: Option<Shard>,
     /// The `--web.*` flags.
     pub web: Web,
+    /// `--storage.path`.
+    pub storage: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -438,6 +485,7 @@ impl Config {
         })?;
         let mut config = raw.validate(overrides.shard.unwrap_or_default())?;
         config.web = overrides.web.clone();
+        config.storage = overrides.storage.clone();
         Ok(config)
     }
 }
@@ -589,6 +637,13 @@ impl RawConfig {
         let api_base_url = problems.api_base_url(&self.api_base_url);
         let polling = self.polling.validate(&mut problems);
         let reports = self.reports.validate(&mut problems);
+        let discovery = self.discovery.validate(&mut problems);
+        if self.apps.is_empty() && !discovery.is_configured() {
+            problems.add(
+                "apps",
+                format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config/example.toml), set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET, or list apps with [discovery]"),
+            );
+        }
         let mut apps = validate_apps(self.apps, &mut problems);
         if !problems.0.is_empty() {
             return Err(ConfigError {
@@ -604,6 +659,8 @@ impl RawConfig {
             apps,
             shard,
             web: Web::default(),
+            discovery,
+            storage: None,
         })
     }
 }
@@ -673,6 +730,16 @@ impl RawPolling {
                 SECOND,
                 10 * MINUTE,
             ),
+            first_attempt: time_of_day(&self.first_attempt).unwrap_or_else(|| {
+                problems.add(
+                    "polling.first_attempt",
+                    format!(
+                        "{:?} is not a time of day; write HH:MM (Beijing time), e.g. \"06:00\"",
+                        self.first_attempt
+                    ),
+                );
+                Duration::ZERO
+            }),
         };
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             problems.add(
@@ -690,6 +757,50 @@ impl RawPolling {
             );
         }
         polling
+    }
+}
+
+/// `HH:MM` as the time since midnight.
+fn time_of_day(text: &str) -> Option<Duration> {
+    let (hours, minutes) = text.trim().split_once(':')?;
+    let (hours, minutes): (u64, u64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (hours < 24 && minutes < 60 && minutes.to_string().len() <= 2)
+        .then(|| Duration::from_secs(hours * 3600 + minutes * 60))
+}
+
+impl RawDiscovery {
+    fn validate(&self, problems: &mut Problems) -> Discovery {
+        let url = self.url.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            problems.add("discovery.url", format!("{url:?} is not an http(s) URL"));
+        }
+        for file in &self.files {
+            let (dir, name) = file.rsplit_once('/').unwrap_or((".", file));
+            if file.trim().is_empty() || dir.contains(['*', '?', '[']) || name.is_empty() {
+                problems.add(
+                    "discovery.files",
+                    format!("{file:?} is not a file path; `*` and `?` may match only in the file name, e.g. \"/etc/apps/*.yaml\""),
+                );
+            }
+        }
+        let token = self.bearer_token_file.trim();
+        if !token.is_empty() && url.is_empty() {
+            problems.add(
+                "discovery.bearer_token_file",
+                "is only used with discovery.url; set it or remove this",
+            );
+        }
+        Discovery {
+            files: self.files.clone(),
+            url: (!url.is_empty()).then(|| url.to_string()),
+            bearer_token_file: (!token.is_empty()).then(|| PathBuf::from(token)),
+            refresh_interval: problems.duration_in(
+                "discovery.refresh_interval",
+                &self.refresh_interval,
+                10 * SECOND,
+                DAY,
+            ),
+        }
     }
 }
 
@@ -795,12 +906,6 @@ impl Default for Reports {
 
 /// Every app, ordered by name; an appid configured twice is a problem.
 fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<App> {
-    if raw.is_empty() {
-        problems.add(
-            "apps",
-            format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config/example.toml), or set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET"),
-        );
-    }
     let mut apps = Vec::new();
     let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
     for (name, raw) in raw {
@@ -816,6 +921,96 @@ fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<
         }
     }
     apps
+}
+
+/// One app as a discovery source lists it: the keys of an `[apps.NAME]` table and its name;
+/// an AppSecret only by file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveredApp {
+    name: String,
+    appid: Option<String>,
+    #[serde(default)]
+    token_source: Option<String>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+}
+
+/// The apps a discovery source lists (`source` names it in problems), as JSON or YAML: a list
+/// of `{name, appid, token_source, secret_file | token_url | token_file}`, checked as the
+/// configuration's apps are (secret files are read now). Only the apps of `shard` are kept.
+pub fn discovered_apps(
+    text: &str,
+    yaml: bool,
+    source: &str,
+    shard: Shard,
+) -> Result<Vec<App>, Vec<String>> {
+    let listed: Vec<DiscoveredApp> = if yaml {
+        use figment::providers::Format as _;
+        figment::providers::Yaml::from_str(text)
+            .map_err(|error| vec![format!("{source}: {error}")])?
+    } else {
+        serde_json::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
+    };
+    let mut problems = Problems::default();
+    let mut raw = BTreeMap::new();
+    for app in listed {
+        let key = format!("apps.{}", app.name);
+        let entry = RawApp {
+            appid: app.appid,
+            secret: None,
+            secret_file: app.secret_file,
+            token_source: app.token_source,
+            token_url: app.token_url,
+            token_file: app.token_file,
+        };
+        if raw.insert(app.name.clone(), entry).is_some() {
+            problems.add(&key, "is listed twice");
+        }
+    }
+    let mut apps = validate_apps(raw, &mut problems);
+    if !problems.0.is_empty() {
+        return Err(problems
+            .0
+            .into_iter()
+            .map(|problem| format!("{source}: {problem}"))
+            .collect());
+    }
+    apps.retain(|app| shard.owns(&app.appid));
+    Ok(apps)
+}
+
+/// The apps of every source (the configuration file and each discovery source, by name),
+/// ordered by name; an app name or an appid in two sources is a problem naming both.
+pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String>> {
+    let mut names: BTreeMap<&str, (&str, &App)> = BTreeMap::new();
+    let mut appids: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (source, apps) in sources {
+        for app in apps {
+            if let Some((other, _)) = names.get(app.name.as_str()) {
+                problems.push(format!(
+                    "app {:?} is in {other} and in {source}; an app name must be unique",
+                    app.name
+                ));
+                continue;
+            }
+            if let Some((other, other_name)) = appids.get(app.appid.as_str()) {
+                problems.push(format!("appid {} is app {other_name:?} in {other} and app {:?} in {source}; each Mini Program must be listed once", app.appid, app.name));
+                continue;
+            }
+            names.insert(&app.name, (source, app));
+            appids.insert(&app.appid, (source, &app.name));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(names.into_values().map(|(_, app)| app.clone()).collect())
 }
 
 impl RawApp {

@@ -67,14 +67,21 @@ pub mod gzip;
 pub mod report;
 
 pub mod policy;
+pub mod publication;
 
 pub mod sink;
 
 pub mod poller;
 pub mod supervise;
 
+pub mod fleet;
+
+pub mod discovery;
+pub mod reload;
+
 pub mod metrics;
 
+pub mod state;
 pub mod store;
 
 pub mod server;

@@ -23,9 +23,10 @@ use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Shard, Web};
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
+use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::server::listen::{self, Limits};
-use wechat_miniprogram_exporter::server::router_with;
 use wechat_miniprogram_exporter::server::web_config::WebConfig;
+use wechat_miniprogram_exporter::server::{router_with, with_reload, Reload};
 use wechat_miniprogram_exporter::simulation::{config_for, demo_apps, generated_apps, Simulation};
 
 /// Exports WeChat Mini Program analytics (datacube) as Prometheus metrics.
@@ -74,6 +75,10 @@ struct Cli {
     /// The most HTTP connections open at once [default: 512, fewer under a low file limit].
     #[arg(long = "web.max-connections", global = true, value_name = "N")]
     max_connections: Option<usize>,
+    /// Where the state (held periods, publication hours) is kept across restarts
+    /// [default for serve: ./data; demo: none].
+    #[arg(long = "storage.path", global = true, value_name = "DIR")]
+    storage_path: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -200,6 +205,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             disable_exporter_metrics: cli.disable_exporter_metrics,
             max_connections: cli.max_connections.unwrap_or(0),
         },
+        storage: cli.storage_path.clone(),
     };
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
@@ -220,10 +226,18 @@ fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ExitCode> 
     })
 }
 
-/// `serve`: poll in the background and serve /metrics until a signal.
+/// `serve`: poll in the background and serve /metrics until a signal; SIGHUP and
+/// `POST /-/reload` read the configuration again.
 async fn serve(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<ExitCode> {
-    match load(file, overrides) {
-        Ok(config) => run(&config, None).await,
+    let mut overrides = overrides.clone();
+    overrides
+        .storage
+        .get_or_insert_with(|| PathBuf::from("./data"));
+    match load(file, &overrides) {
+        Ok(config) => {
+            let source = Source::File(file.map(Path::to_path_buf), overrides);
+            run(&config, source, None).await
+        }
         Err(code) => Ok(code),
     }
 }
@@ -262,7 +276,9 @@ async fn once(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Exit
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    let (store, failed) = Exporter::build(&config, Clock::System)?.poll_once().await;
+    let (store, failed) = Exporter::build(&config, Clock::System)
+        .poll_once(&config)
+        .await?;
     print!("{}", String::from_utf8_lossy(&store.metrics(false)));
     Ok(if failed {
         ExitCode::FAILURE
@@ -290,14 +306,15 @@ async fn demo(overrides: &Overrides) -> anyhow::Result<ExitCode> {
         .map_err(|error| anyhow::anyhow!("demo configuration: {error}"))?;
     run(
         &config,
+        Source::Fixed(Box::new(config.clone())),
         Some("Demo: 3 simulated Mini Programs against a simulated WeChat API"),
     )
     .await
 }
 
-/// Serves `config` until SIGINT or SIGTERM, then stops the pollers (a bounded wait). A demo
-/// first prints where to look.
-async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
+/// Serves `config` (from `source`) until SIGINT or SIGTERM, then stops the pollers (a
+/// bounded wait) and writes the state. A demo first prints where to look.
+async fn run(config: &Config, source: Source, demo: Option<&str>) -> anyhow::Result<ExitCode> {
     let web = match &config.web.config_file {
         Some(path) => match WebConfig::load(path) {
             Ok(web) => Some(Arc::new(web)),
@@ -327,9 +344,19 @@ async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
         );
     }
     tracing::info!(address = %address, apps = config.apps.len(), tls = web.as_ref().is_some_and(|web| web.current().tls.is_some()), version = env!("CARGO_PKG_VERSION"), "serving {}", config.web.telemetry_path);
+    let exporter = Exporter::build(config, Clock::System);
     let (stop, stopped) = watch::channel(false);
-    let (store, mut pollers) = Exporter::build(config, Clock::System)?.start(stopped);
-    let router = router_with(store, &config.web.telemetry_path);
+    let control = match start_control(config, source, &exporter, stopped).await {
+        Ok(control) => control,
+        Err(problems) => {
+            eprintln!("error: {problems}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let router = with_reload(
+        router_with(exporter.store.clone(), &config.web.telemetry_path),
+        reload_route(control),
+    );
     let mut limits = Limits::default();
     if config.web.max_connections > 0 {
         limits.max_connections = config.web.max_connections;
@@ -340,15 +367,73 @@ async fn run(config: &Config, demo: Option<&str>) -> anyhow::Result<ExitCode> {
         let _ = stop.send(true);
     })
     .await?;
-    // Pollers stop at their next await point; a request in flight gets a bounded wait.
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while pollers.join_next().await.is_some() {}
+    stop_pollers(&exporter).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts polling the apps of `config` and of discovery, watches the discovery sources and
+/// SIGHUP until `stopped` turns true.
+async fn start_control(
+    config: &Config,
+    source: Source,
+    exporter: &Exporter,
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<Control>, String> {
+    let metrics = exporter.store.self_metrics().clone();
+    let control = Control::new(
+        source,
+        config.clone(),
+        exporter.fleet.clone(),
+        metrics,
+        Clock::System,
+    );
+    let control = Arc::new(control);
+    control.start().await?;
+    tokio::spawn(control.clone().watch(stopped.clone()));
+    #[cfg(unix)]
+    {
+        let control = control.clone();
+        let mut stopped = stopped;
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|error| format!("installing the SIGHUP handler: {error}"))?;
+        tokio::spawn(async move {
+            loop {
+                let hangup = tokio::select! {
+                    hangup = hangups.recv() => hangup.is_some(),
+                    _ = stopped.wait_for(|stop| *stop) => false,
+                };
+                if !hangup {
+                    return;
+                }
+                let _ = control.reload().await;
+            }
+        });
+    }
+    Ok(control)
+}
+
+/// `POST /-/reload`: reads the configuration again.
+fn reload_route(control: Arc<Control>) -> Reload {
+    Arc::new(move || {
+        let control = control.clone();
+        Box::pin(async move { control.reload().await.map(|changes| changes.to_string()) })
     })
-    .await;
-    if drained.is_err() {
+}
+
+/// Stops the pollers (a request in flight gets a bounded wait) and writes the state.
+async fn stop_pollers(exporter: &Exporter) {
+    if tokio::time::timeout(Duration::from_secs(5), exporter.fleet.stop())
+        .await
+        .is_err()
+    {
         tracing::warn!("pollers did not stop within 5s; exiting anyway");
     }
-    Ok(ExitCode::SUCCESS)
+    let store = exporter.store.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || store.flush()),
+    )
+    .await;
 }
 
 /// `simulate`: only the simulated WeChat API, until a signal.

@@ -101,6 +101,8 @@ pub struct SelfMetrics {
     process: Option<ProcessCollector>,
     shard: IntGaugeVec,
     apps: IntGauge,
+    reload_successful: IntGauge,
+    reload_success_time: prometheus::Gauge,
     changes: AtomicU64,
 }
 
@@ -130,6 +132,23 @@ fn instance_gauges(registry: &Registry) -> (IntGaugeVec, IntGauge) {
         "Mini Programs this exporter polls (those of its shard).",
     );
     (shard, register(registry, apps.expect("valid metric")))
+}
+
+/// Whether the last reload of the configuration worked, and when one last did, in
+/// `registry`: as Prometheus names them.
+fn reload_gauges(registry: &Registry) -> (IntGauge, prometheus::Gauge) {
+    let successful = IntGauge::new(
+        "wechat_miniprogram_exporter_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful (1) or refused (0).",
+    );
+    let time = prometheus::Gauge::new(
+        "wechat_miniprogram_exporter_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload (or of the start).",
+    );
+    (
+        register(registry, successful.expect("valid metric")),
+        register(registry, time.expect("valid metric")),
+    )
 }
 
 /// Appends families in the text format.
@@ -193,6 +212,7 @@ impl SelfMetrics {
             &["appid", "app", "endpoint", "reason"],
         );
         let (shard, apps) = instance_gauges(&registry);
+        let (reload_successful, reload_success_time) = reload_gauges(&registry);
         SelfMetrics {
             registry,
             exporter,
@@ -205,6 +225,8 @@ impl SelfMetrics {
             dropped,
             shard,
             apps,
+            reload_successful,
+            reload_success_time,
             changes: AtomicU64::new(0),
         }
     }
@@ -216,6 +238,15 @@ impl SelfMetrics {
             .with_label_values(&[&shard.index.to_string(), &shard.total.to_string()])
             .set(1);
         self.apps.set(i64::try_from(apps).unwrap_or(i64::MAX));
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Records a reload of the configuration (or the first load) at `at`.
+    pub fn reloaded(&self, ok: bool, at: chrono::DateTime<chrono::Utc>) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(at.timestamp() as f64);
+        }
         self.changes.fetch_add(1, Ordering::Release);
     }
 
@@ -237,6 +268,19 @@ impl SelfMetrics {
             families.extend(self.exporter.gather());
             families.sort_by(|a, b| a.name().cmp(b.name()));
         }
+        // The counters of an app that was removed (by a reload or discovery) go with it.
+        let current: std::collections::BTreeSet<&str> =
+            apps.iter().map(|app| app.name.as_str()).collect();
+        for family in &mut families {
+            family.mut_metric().retain(|metric| {
+                let app = metric
+                    .get_label()
+                    .iter()
+                    .find(|label| label.name() == "app");
+                app.is_none_or(|label| current.contains(label.value()))
+            });
+        }
+        families.retain(|family| !family.get_metric().is_empty());
         encode(&families, out);
     }
 

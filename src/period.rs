@@ -31,7 +31,10 @@ pub fn beijing_midnight(date: NaiveDate) -> DateTime<Utc> {
 }
 
 /// The granularity of a report: WeChat publishes days, natural weeks and natural months.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PeriodKind {
     /// One calendar day.
     Daily,

@@ -98,6 +98,7 @@ mod tests {
             error_backoff_max: Duration::from_secs(1800),
             concurrency: 1,
             request_timeout: Duration::from_secs(30),
+            first_attempt: Duration::from_secs(6 * 3600),
         }
     }
 

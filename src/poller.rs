@@ -25,19 +25,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::clock::{after, Clock};
 use crate::config::{Polling, Reports};
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
+use crate::publication::Habits;
 use crate::report::{Held, Piece, Publication, Report, SnapshotData};
-use crate::sink::{JobStatus, Sink};
+use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
 use crate::wechat::client::{AppConnection, Client};
 use crate::wechat::{ErrorClass, WeChatError};
 
 /// What the poller needs of the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Retry and backoff delays.
     pub polling: Polling,
@@ -45,9 +47,9 @@ pub struct Settings {
     pub reports: Reports,
 }
 
-/// The answers of a period fetched so far, by call number: `None` for an answer that held
-/// nothing.
-type Pieces = BTreeMap<usize, Option<Piece>>;
+/// The answers of a period fetched so far, by call number, read and as sent: `None` for an
+/// answer that held nothing.
+type Pieces = BTreeMap<usize, Option<(Piece, Value)>>;
 
 /// One (report, period kind) of one app.
 #[derive(Debug)]
@@ -66,21 +68,26 @@ struct Job {
     tried_previous: bool,
     /// The answers already fetched for a period whose other calls failed.
     partial: Option<(Period, Pieces)>,
+    /// The last attempt that found the target period unpublished, and the target.
+    missed: Option<(Period, DateTime<Utc>)>,
 }
 
 impl Job {
-    fn new(report: Report, kind: PeriodKind, reports: &Reports) -> Job {
+    /// A job holding what `resume` says it held (fetched before a restart or a reload).
+    fn new(report: Report, kind: PeriodKind, reports: &Reports, resume: &Resume) -> Job {
+        let held = resume.held.get(&(report, kind)).copied();
         Job {
             report,
             kind,
             refresh: report.refresh(reports),
-            held: None,
-            last_success: None,
+            held: held.map(|(period, _)| period),
+            last_success: held.map(|(_, fetched_at)| fetched_at),
             next_attempt: DateTime::<Utc>::MIN_UTC,
             failures: 0,
             last_error: None,
             tried_previous: false,
             partial: None,
+            missed: None,
         }
     }
 
@@ -109,9 +116,21 @@ impl Job {
             .is_some_and(|held| held == self.target(now) && now < self.stale_at(held))
     }
 
+    /// When the job may next ask: its next attempt, and for a newly ended period not before
+    /// the app expects it published (`habits`); a job that holds nothing yet asks at once,
+    /// so that a new exporter shows what it can.
+    fn earliest(&self, now: DateTime<Utc>, habits: &Habits, polling: &Polling) -> DateTime<Utc> {
+        if self.refresh.is_some() || (self.held.is_none() && !self.tried_previous) {
+            return self.next_attempt;
+        }
+        let margin = polling.not_ready_retry;
+        let expected = habits.probe_from(self.target(now), polling.first_attempt, margin);
+        self.next_attempt.max(expected)
+    }
+
     /// The period the job wants at `now`, if it does not hold it and may ask now.
-    fn due(&self, now: DateTime<Utc>) -> Option<Period> {
-        (!self.is_done(now) && now >= self.next_attempt).then(|| self.target(now))
+    fn due(&self, now: DateTime<Utc>, habits: &Habits, polling: &Polling) -> Option<Period> {
+        (!self.is_done(now) && now >= self.earliest(now, habits, polling)).then(|| self.target(now))
     }
 }
 
@@ -130,13 +149,13 @@ enum Ask {
     PreviousOnly(bool),
 }
 
-/// What a fetch found: a snapshot, or nothing published.
-type Found = Result<Option<Arc<dyn SnapshotData>>, WeChatError>;
+/// What a fetch found: a snapshot and the answers it came from, or nothing published.
+type Found = Result<Option<(Arc<dyn SnapshotData>, Answers)>, WeChatError>;
 
 /// Polls one app, forever or one round at a time.
 pub struct AppPoller {
-    /// The app's number, for the sink.
-    app: usize,
+    /// The app's slot, for the sink.
+    app: AppSlot,
     connection: AppConnection,
     client: Arc<Client>,
     sink: Arc<dyn Sink>,
@@ -146,24 +165,28 @@ pub struct AppPoller {
     blocked_until: Option<DateTime<Utc>>,
     /// Per kind, the period its gate last found unpublished, and when the gate asks again.
     unpublished: BTreeMap<PeriodKind, (Period, DateTime<Utc>)>,
+    /// When WeChat published the app's recent periods.
+    habits: Habits,
 }
 
 impl AppPoller {
-    /// A poller for app number `app` that has fetched nothing yet.
+    /// A poller for the app in `app`, starting from what it held (`resume`).
     pub fn new(
-        app: usize,
+        app: AppSlot,
         connection: AppConnection,
         client: Arc<Client>,
         sink: Arc<dyn Sink>,
         settings: Arc<Settings>,
         clock: Clock,
+        resume: Resume,
     ) -> AppPoller {
         let reports = &settings.reports;
         let jobs = Report::all()
             .filter(|report| report.is_enabled(reports))
             .flat_map(|report| {
                 let kinds = report.kinds().iter();
-                kinds.map(move |kind| Job::new(report, *kind, reports))
+                let resume = &resume;
+                kinds.map(move |kind| Job::new(report, *kind, reports, resume))
             })
             .collect();
         AppPoller {
@@ -176,7 +199,13 @@ impl AppPoller {
             jobs,
             blocked_until: None,
             unpublished: BTreeMap::new(),
+            habits: resume.habits,
         }
+    }
+
+    /// The period job `job` wants now, if it may ask now.
+    fn due(&self, job: usize, now: DateTime<Utc>) -> Option<Period> {
+        self.jobs[job].due(now, &self.habits, &self.settings.polling)
     }
 
     /// Polls until `shutdown` turns true.
@@ -190,6 +219,10 @@ impl AppPoller {
             if first {
                 self.sink.first_round_done(self.app);
                 first = false;
+            }
+            // A period may have ended since the last attempt: the pages show what is next.
+            for job in 0..self.jobs.len() {
+                self.publish_status(job);
             }
             let wake = self.next_wake(self.clock.now());
             tokio::select! {
@@ -212,7 +245,7 @@ impl AppPoller {
         }
         self.blocked_until = None;
         let due: Vec<(usize, Period)> = (0..self.jobs.len())
-            .filter_map(|job| Some((job, self.jobs[job].due(now)?)))
+            .filter_map(|job| Some((job, self.due(job, now)?)))
             .collect();
         if due.is_empty() {
             return;
@@ -234,7 +267,7 @@ impl AppPoller {
     /// the period before, where WeChat keeps it, and the others wait for the gate's retry.
     async fn attempt_due(&mut self, now: DateTime<Utc>) {
         for job in 0..self.jobs.len() {
-            let Some(target) = self.jobs[job].due(now) else {
+            let Some(target) = self.due(job, now) else {
                 continue;
             };
             let Job {
@@ -291,7 +324,9 @@ impl AppPoller {
             .iter()
             .map(|job| match job.held {
                 Some(held) if job.is_done(now) => job.stale_at(held),
-                _ => job.next_attempt.max(now),
+                _ => job
+                    .earliest(now, &self.habits, &self.settings.polling)
+                    .max(now),
             })
             .min()
             .unwrap_or(now);
@@ -321,7 +356,7 @@ impl AppPoller {
             if has_past {
                 let previous = target.prev();
                 match self.fetch_period(job, previous).await {
-                    Ok(Some(snapshot)) => self.hold(job, previous, snapshot, now),
+                    Ok(Some(fetched)) => self.hold(job, previous, fetched, now),
                     Ok(None) => {}
                     Err(error) => found = Err(error),
                 }
@@ -342,8 +377,9 @@ impl AppPoller {
         log: bool,
     ) -> Outcome {
         let outcome = match found {
-            Ok(Some(snapshot)) => {
-                self.hold(job, target, snapshot, now);
+            Ok(Some(fetched)) => {
+                self.learn(job, target, now);
+                self.hold(job, target, fetched, now);
                 Outcome::Fetched
             }
             Ok(None) => {
@@ -352,6 +388,7 @@ impl AppPoller {
                 state.next_attempt = after(now, self.settings.polling.not_ready_retry);
                 state.failures = 0;
                 state.last_error = None;
+                state.missed = Some((target, now));
                 Outcome::NotReady
             }
             Err(error) => Outcome::Failed(self.react(job, target, &error, now, log)),
@@ -410,11 +447,33 @@ impl AppPoller {
         class
     }
 
+    /// The gate of a kind found its newly ended period at `now`: what that says of the
+    /// app's publication hour is kept.
+    fn learn(&mut self, job: usize, target: Period, now: DateTime<Utc>) {
+        let state = &self.jobs[job];
+        if !state.report.gates() || state.refresh.is_some() {
+            return;
+        }
+        let polling = &self.settings.polling;
+        let before = state.missed.filter(|(missed, _)| *missed == target);
+        let scheduled =
+            self.habits
+                .probe_from(target, polling.first_attempt, polling.not_ready_retry);
+        let on_schedule = (state.held.is_some() || state.tried_previous)
+            && now < after(scheduled, polling.not_ready_retry);
+        if self
+            .habits
+            .observe(target, before.map(|(_, at)| at), now, on_schedule)
+        {
+            self.sink.learned(self.app, &self.habits);
+        }
+    }
+
     fn hold(
         &mut self,
         job: usize,
         period: Period,
-        snapshot: Arc<dyn SnapshotData>,
+        (snapshot, answers): (Arc<dyn SnapshotData>, Answers),
         now: DateTime<Utc>,
     ) {
         let state = &mut self.jobs[job];
@@ -429,7 +488,9 @@ impl AppPoller {
             fetched_at: now,
             snapshot,
         };
-        self.sink.held(self.app, state.report, state.kind, held);
+        state.missed = None;
+        self.sink
+            .held(self.app, state.report, state.kind, held, answers);
     }
 
     fn publish_status(&self, job: usize) {
@@ -437,7 +498,7 @@ impl AppPoller {
         let now = self.clock.now();
         let next_attempt = match state.held {
             Some(held) if state.is_done(now) => state.refresh.map(|_| state.stale_at(held)),
-            _ => Some(state.next_attempt),
+            _ => Some(state.earliest(now, &self.habits, &self.settings.polling)),
         };
         let status = JobStatus {
             held: state.held,
@@ -458,11 +519,15 @@ impl AppPoller {
             Some((partial, pieces)) if partial == period => pieces,
             _ => Pieces::new(),
         };
-        for (number, call) in report.calls(period, reports).iter().enumerate() {
+        let calls = report.calls(period, reports);
+        for (number, call) in calls.iter().enumerate() {
             if pieces.contains_key(&number) {
                 continue;
             }
-            let parse = |answer| report.parse(call, answer);
+            let parse = |answer: Value| {
+                let piece = report.parse(call, answer.clone())?;
+                Ok(piece.map(|piece| (piece, answer)))
+            };
             match self.client.fetch(&self.connection, call, parse).await {
                 // Without the first answer the period is not published.
                 Ok(None) if number == 0 && report.publication() == Publication::First => {
@@ -477,8 +542,19 @@ impl AppPoller {
                 }
             }
         }
-        let pieces: Vec<Option<&Piece>> = pieces.values().map(Option::as_ref).collect();
-        Ok(report.assemble(period, &pieces, reports))
+        let read: Vec<Option<&Piece>> = pieces
+            .values()
+            .map(|piece| piece.as_ref().map(|(piece, _)| piece))
+            .collect();
+        let Some(snapshot) = report.assemble(period, &read, reports) else {
+            return Ok(None);
+        };
+        let answers = calls
+            .into_iter()
+            .zip(pieces.into_values())
+            .map(|(call, piece)| (call, piece.map(|(_, answer)| answer)))
+            .collect();
+        Ok(Some((snapshot, answers)))
     }
 }
 

@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
-use crate::config::App;
+use crate::config::{App, Reports};
 use crate::metrics::{render, SelfMetrics};
 use crate::period::PeriodKind;
+use crate::publication::Habits;
 use crate::report::{AppData, Held, Report};
-use crate::sink::{JobStatus, Sink};
+use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
+use crate::state::StateDir;
 
 /// Every app's data and status, and the last rendering.
 pub struct Store {
@@ -23,14 +26,25 @@ pub struct Store {
     generation: AtomicU64,
     self_metrics: Arc<SelfMetrics>,
     rendered: Mutex<Option<Rendered>>,
+    /// Where the state is kept across restarts, if anywhere.
+    disk: Option<StateDir>,
+    next_slot: AtomicU64,
 }
 
+/// The apps, ordered by name: their exported data, and beside it what the pages show.
 #[derive(Default)]
 struct State {
     apps: Vec<AppData>,
-    statuses: Vec<BTreeMap<(Report, PeriodKind), JobStatus>>,
-    first_round_done: Vec<bool>,
-    crashes: Vec<Option<String>>,
+    meta: Vec<Meta>,
+}
+
+struct Meta {
+    slot: AppSlot,
+    statuses: BTreeMap<(Report, PeriodKind), JobStatus>,
+    /// The first round is over, or the app's state was read from disk.
+    ready: bool,
+    crash: Option<String>,
+    habits: Habits,
 }
 
 struct Rendered {
@@ -57,33 +71,118 @@ pub struct AppOverview {
 }
 
 impl Store {
-    /// A store for `apps` (in this order: the poller refers to them by index).
+    /// A store for `apps` in memory, in slots 0, 1, ... in this order.
     pub fn new(apps: &[App], self_metrics: Arc<SelfMetrics>) -> Store {
-        let state = State {
-            apps: apps
-                .iter()
-                .map(|app| AppData {
-                    name: app.name.clone(),
-                    appid: app.appid.clone(),
-                    up: true,
-                    held: BTreeMap::new(),
-                })
-                .collect(),
-            statuses: vec![BTreeMap::new(); apps.len()],
-            first_round_done: vec![false; apps.len()],
-            crashes: vec![None; apps.len()],
-        };
+        let store = Store::empty(self_metrics, None);
+        for app in apps {
+            store.add(app, &Reports::default(), DateTime::<Utc>::MIN_UTC);
+        }
+        store
+    }
+
+    /// A store with no app yet, keeping its state in `disk` if given.
+    pub fn empty(self_metrics: Arc<SelfMetrics>, disk: Option<StateDir>) -> Store {
         Store {
-            state: RwLock::new(state),
+            state: RwLock::new(State::default()),
             generation: AtomicU64::new(1),
             self_metrics,
             rendered: Mutex::new(None),
+            disk,
+            next_slot: AtomicU64::new(0),
         }
     }
 
     fn write(&self, change: impl FnOnce(&mut State)) {
         change(&mut self.state.write().expect("store lock"));
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes the app in `slot`, if it is still there (a removed app's poller may still be
+    /// finishing an attempt: what it hands on is dropped).
+    fn write_app(&self, slot: AppSlot, change: impl FnOnce(&mut AppData, &mut Meta)) {
+        self.write(|state| {
+            if let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) {
+                change(&mut state.apps[index], &mut state.meta[index]);
+            }
+        });
+    }
+
+    /// Adds `app`, with what it had on disk (read with `reports` at `now`): its poller starts
+    /// from the returned [`Resume`]. An app whose periods were read from disk is ready at once.
+    pub fn add(&self, app: &App, reports: &Reports, now: DateTime<Utc>) -> (AppSlot, Resume) {
+        let loaded = match &self.disk {
+            Some(disk) => disk.load(&app.appid, reports, now),
+            None => Default::default(),
+        };
+        let resume = loaded.resume();
+        if !loaded.held.is_empty() {
+            tracing::info!(app = %app.name, periods = loaded.held.len(), "state read from disk");
+        }
+        let slot = AppSlot(self.next_slot.fetch_add(1, Ordering::Relaxed));
+        let data = AppData {
+            name: app.name.clone(),
+            appid: app.appid.clone(),
+            up: true,
+            held: loaded.held,
+        };
+        let meta = Meta {
+            slot,
+            statuses: BTreeMap::new(),
+            ready: !data.held.is_empty(),
+            crash: None,
+            habits: loaded.habits,
+        };
+        self.write(|state| {
+            let at = state.apps.partition_point(|other| other.name < app.name);
+            state.apps.insert(at, data);
+            state.meta.insert(at, meta);
+        });
+        (slot, resume)
+    }
+
+    /// Removes the app in `slot`: its series disappear with the next scrape.
+    pub fn remove(&self, slot: AppSlot) {
+        self.write(|state| {
+            if let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) {
+                state.apps.remove(index);
+                state.meta.remove(index);
+            }
+        });
+    }
+
+    /// What the app in `slot` holds, for a poller that starts again (after a reload or a
+    /// crash) without asking WeChat for it again.
+    pub fn resume(&self, slot: AppSlot) -> Resume {
+        let state = self.state.read().expect("store lock");
+        let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) else {
+            return Resume::default();
+        };
+        Resume {
+            held: state.apps[index]
+                .held
+                .iter()
+                .map(|(key, held)| (*key, (held.period, held.fetched_at)))
+                .collect(),
+            habits: state.meta[index].habits.clone(),
+        }
+    }
+
+    /// The slots of the apps, in the order of their names.
+    pub fn slots(&self) -> Vec<AppSlot> {
+        let state = self.state.read().expect("store lock");
+        state.meta.iter().map(|meta| meta.slot).collect()
+    }
+
+    /// Waits until the state written so far is on disk.
+    pub fn flush(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush();
+        }
+    }
+
+    /// The exporter's own metrics.
+    pub fn self_metrics(&self) -> &Arc<SelfMetrics> {
+        &self.self_metrics
     }
 
     /// The exposition in parts, gzipped if asked: the text rendered once per change (data,
@@ -127,14 +226,10 @@ impl Store {
         Bytes::from(self.exposition(gzip).concat())
     }
 
-    /// True once every app has finished its first round of polling.
+    /// True once every app has finished its first round of polling or read its state.
     pub fn is_ready(&self) -> bool {
-        self.state
-            .read()
-            .expect("store lock")
-            .first_round_done
-            .iter()
-            .all(|done| *done)
+        let state = self.state.read().expect("store lock");
+        state.meta.iter().all(|meta| meta.ready)
     }
 
     /// Every app's status, for the landing page.
@@ -143,53 +238,70 @@ impl Store {
         state
             .apps
             .iter()
-            .zip(&state.statuses)
-            .zip(&state.first_round_done)
-            .zip(&state.crashes)
-            .map(|(((app, jobs), ready), crash)| AppOverview {
+            .zip(&state.meta)
+            .map(|(app, meta)| AppOverview {
                 name: app.name.clone(),
                 appid: app.appid.clone(),
                 up: app.up,
-                ready: *ready,
-                jobs: jobs.clone(),
-                crash: crash.clone(),
+                ready: meta.ready,
+                jobs: meta.statuses.clone(),
+                crash: meta.crash.clone(),
             })
             .collect()
     }
 }
 
 impl Sink for Store {
-    fn held(&self, app: usize, report: Report, kind: PeriodKind, held: Held) {
-        self.write(|state| {
-            state.apps[app].held.insert((report, kind), held);
+    fn held(&self, app: AppSlot, report: Report, kind: PeriodKind, held: Held, answers: Answers) {
+        let mut appid = None;
+        let kept = held.clone();
+        self.write_app(app, |data, _| {
+            appid = Some(data.appid.clone());
+            data.held.insert((report, kind), held);
         });
+        if let (Some(disk), Some(appid)) = (&self.disk, appid) {
+            disk.save_held(&appid, report, kind, &kept, &answers);
+        }
     }
 
-    fn status(&self, app: usize, report: Report, kind: PeriodKind, status: JobStatus) {
-        self.write(|state| {
-            state.statuses[app].insert((report, kind), status);
-        });
+    fn status(&self, app: AppSlot, report: Report, kind: PeriodKind, status: JobStatus) {
+        // The pages read statuses; `/metrics` does not, so it is not rendered again.
+        let mut state = self.state.write().expect("store lock");
+        if let Some(index) = state.meta.iter().position(|meta| meta.slot == app) {
+            state.meta[index].statuses.insert((report, kind), status);
+        }
     }
 
-    fn up(&self, app: usize, up: bool) {
-        self.write(|state| {
-            state.apps[app].up = up;
+    fn up(&self, app: AppSlot, up: bool) {
+        self.write_app(app, |data, meta| {
+            data.up = up;
             if up {
-                state.crashes[app] = None;
+                meta.crash = None;
             }
         });
     }
 
-    fn first_round_done(&self, app: usize) {
-        self.write(|state| state.first_round_done[app] = true);
+    fn first_round_done(&self, app: AppSlot) {
+        self.write_app(app, |_, meta| meta.ready = true);
     }
 
-    fn crashed(&self, app: usize, message: &str) {
-        self.write(|state| {
-            state.apps[app].up = false;
-            state.crashes[app] = Some(message.to_string());
-            state.first_round_done[app] = true;
+    fn crashed(&self, app: AppSlot, message: &str) {
+        self.write_app(app, |data, meta| {
+            data.up = false;
+            meta.crash = Some(message.to_string());
+            meta.ready = true;
         });
+    }
+
+    fn learned(&self, app: AppSlot, habits: &Habits) {
+        let mut appid = None;
+        self.write_app(app, |data, meta| {
+            appid = Some(data.appid.clone());
+            meta.habits = habits.clone();
+        });
+        if let (Some(disk), Some(appid)) = (&self.disk, appid) {
+            disk.save_habits(&appid, habits);
+        }
     }
 }
 
@@ -215,7 +327,7 @@ mod tests {
         let gzipped = store.exposition(true)[0].clone();
         assert_eq!(gzipped.as_ptr(), store.exposition(true)[0].as_ptr());
 
-        store.up(0, false);
+        store.up(AppSlot(0), false);
         assert_ne!(first.as_ptr(), store.exposition(false)[0].as_ptr());
         let changed = store.metrics(false);
         assert!(String::from_utf8_lossy(&changed)
@@ -244,7 +356,7 @@ mod tests {
     fn ready_only_after_every_first_round() {
         let store = store();
         assert!(!store.is_ready());
-        store.first_round_done(0);
+        store.first_round_done(AppSlot(0));
         assert!(store.is_ready());
     }
 }

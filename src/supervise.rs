@@ -10,12 +10,12 @@ use tokio::sync::watch;
 use crate::clock::{after, Clock};
 use crate::config::Polling;
 use crate::policy::backoff;
-use crate::sink::Sink;
+use crate::sink::{AppSlot, Sink};
 
-/// Runs the task that `start` makes for app number `app` (named `name`) until `shutdown`
+/// Runs the task that `start` makes for the app in `app` (named `name`) until `shutdown`
 /// turns true; when it panics, reports it to `sink` and starts a new one after a backoff.
 pub async fn supervise<F, T>(
-    app: usize,
+    app: AppSlot,
     name: String,
     sink: Arc<dyn Sink>,
     clock: Clock,
@@ -62,20 +62,22 @@ mod tests {
     use std::time::Duration;
 
     use crate::period::PeriodKind;
+    use crate::publication::Habits;
     use crate::report::{Held, Report};
-    use crate::sink::JobStatus;
+    use crate::sink::{Answers, JobStatus};
 
     #[derive(Default)]
     struct Recorded(Mutex<Vec<String>>);
 
     impl Sink for Recorded {
-        fn held(&self, _: usize, _: Report, _: PeriodKind, _: Held) {}
-        fn status(&self, _: usize, _: Report, _: PeriodKind, _: JobStatus) {}
-        fn up(&self, _: usize, _: bool) {}
-        fn first_round_done(&self, _: usize) {}
-        fn crashed(&self, app: usize, message: &str) {
-            self.0.lock().unwrap().push(format!("{app}: {message}"));
+        fn held(&self, _: AppSlot, _: Report, _: PeriodKind, _: Held, _: Answers) {}
+        fn status(&self, _: AppSlot, _: Report, _: PeriodKind, _: JobStatus) {}
+        fn up(&self, _: AppSlot, _: bool) {}
+        fn first_round_done(&self, _: AppSlot) {}
+        fn crashed(&self, app: AppSlot, message: &str) {
+            self.0.lock().unwrap().push(format!("{}: {message}", app.0));
         }
+        fn learned(&self, _: AppSlot, _: &Habits) {}
     }
 
     #[tokio::test]
@@ -91,10 +93,11 @@ mod tests {
             error_backoff_max: Duration::from_secs(1800),
             concurrency: 1,
             request_timeout: Duration::from_secs(30),
+            first_attempt: Duration::from_secs(6 * 3600),
         };
         let counter = runs.clone();
         let task = tokio::spawn(supervise(
-            3,
+            AppSlot(3),
             "shop".into(),
             sink.clone(),
             clock.clone(),

@@ -805,7 +805,7 @@ async fn readiness_waits_for_every_app_first_round() {
     use std::sync::Arc;
     use wechat_miniprogram_exporter::config::Config;
     use wechat_miniprogram_exporter::metrics::SelfMetrics;
-    use wechat_miniprogram_exporter::sink::Sink;
+    use wechat_miniprogram_exporter::sink::{AppSlot, Sink};
     use wechat_miniprogram_exporter::store::Store;
 
     let toml = common::config_toml(&two_apps(), "127.0.0.1:9".parse().unwrap(), "");
@@ -827,9 +827,9 @@ async fn readiness_waits_for_every_app_first_round() {
 
     assert_eq!(status("/readyz").await, 503);
     assert_eq!(status("/healthz").await, 200);
-    store.first_round_done(0);
+    store.first_round_done(AppSlot(0));
     assert_eq!(status("/readyz").await, 503, "one app of two");
-    store.first_round_done(1);
+    store.first_round_done(AppSlot(1));
     assert_eq!(status("/readyz").await, 200);
 }
 
@@ -894,10 +894,11 @@ async fn polling_once_reports_failures() {
         .await
         .unwrap();
     let toml = common::config_toml(&two_apps(), api, "");
-    let (store, failed) = Exporter::build(&Config::from_toml(&toml).unwrap(), clock.clone())
-        .unwrap()
-        .poll_once()
-        .await;
+    let config = Config::from_toml(&toml).unwrap();
+    let (store, failed) = Exporter::build(&config, clock.clone())
+        .poll_once(&config)
+        .await
+        .unwrap();
     assert!(!failed);
     let metrics = String::from_utf8(store.metrics(false).to_vec()).unwrap();
     assert!(sample(
@@ -908,10 +909,11 @@ async fn polling_once_reports_failures() {
     .is_some());
 
     let broken = toml.replace("secret-news-0123456789", "wrong");
-    let (_, failed) = Exporter::build(&Config::from_toml(&broken).unwrap(), clock)
-        .unwrap()
-        .poll_once()
-        .await;
+    let config = Config::from_toml(&broken).unwrap();
+    let (_, failed) = Exporter::build(&config, clock)
+        .poll_once(&config)
+        .await
+        .unwrap();
     assert!(failed);
 }
 

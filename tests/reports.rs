@@ -494,12 +494,13 @@ async fn a_week_costs_the_calls_the_readme_lists() {
         *per_endpoint.entry(call.endpoint.clone()).or_default() += 1;
     }
     eprintln!("calls of one app over 7 days (2024-06-06 to 06-12, one week and no month ending): {per_endpoint:#?}");
-    // Published at 10:00: 20 not-ready probes a day of the daily trend (00:00 to 09:30), and
-    // of the weekly one on Monday; the quota every 6 hours for each of 13 paths; a token when
-    // the last one is within 5 minutes of its 2 hours and a call is due (8 a day here).
+    // Published at 10:00: the first day, 8 not-ready probes of the daily trend (from
+    // polling.first_attempt, 06:00, to 09:30); then the app knows the hour and asks from
+    // 09:30, one probe a day, the week (on Monday) too; the quota every 6 hours for each of
+    // 13 paths; a token when the last one is within 5 minutes of its 2 hours and a call is due.
     let expected: BTreeMap<String, usize> = [
-        ("getweanalysisappiddailyvisittrend", 7 * (20 + 1)),
-        ("getweanalysisappidweeklyvisittrend", 20 + 1),
+        ("getweanalysisappiddailyvisittrend", (8 + 1) + 6 * (1 + 1)),
+        ("getweanalysisappidweeklyvisittrend", 1 + 1),
         ("getweanalysisappiddailyretaininfo", 7 * 10),
         ("getweanalysisappidweeklyretaininfo", 5),
         ("getweanalysisappidvisitdistribution", 7),
@@ -510,7 +511,7 @@ async fn a_week_costs_the_calls_the_readme_lists() {
         ("wxa/business/performance/boot", 7 * 5),
         ("wxaapi/log/jserr_list", 7 * 3),
         ("cgi-bin/openapi/quota/get", 7 * 4 * 13),
-        ("stable_token", 7 * 8),
+        ("stable_token", 36),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use http_body::Frame;
@@ -51,6 +51,33 @@ pub fn router_with(store: Arc<Store>, telemetry_path: &str) -> Router {
 }
 
 type Shared = (Arc<Store>, Arc<pages::Links>);
+
+/// What `POST /-/reload` runs: a summary of what changed, or why the configuration was
+/// refused.
+pub type Reload = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `router` with `POST /-/reload`, as Prometheus has it: 200 and what changed, or 500 and
+/// every problem of a configuration that was refused (the running one stays).
+pub fn with_reload(router: Router, reload: Reload) -> Router {
+    let route = Router::new()
+        .route("/-/reload", post(reload_now))
+        .with_state(reload);
+    router.merge(route)
+}
+
+async fn reload_now(State(reload): State<Reload>) -> (StatusCode, String) {
+    match reload().await {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
+        Err(problems) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("configuration refused, the running one stays: {problems}\n"),
+        ),
+    }
+}
 
 async fn metrics(State((store, _)): State<Shared>, headers: HeaderMap) -> Response {
     let gzip = accepts_gzip(&headers);

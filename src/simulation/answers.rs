@@ -27,6 +27,8 @@ struct Request<'a> {
     endpoint: &'static str,
     begin_date: Option<String>,
     body: Option<String>,
+    /// The answer was "not published yet".
+    not_ready: std::cell::Cell<bool>,
 }
 
 impl Request<'_> {
@@ -36,7 +38,9 @@ impl Request<'_> {
             .body
             .as_deref()
             .map(|body| (self.begin_date.as_deref(), body));
-        self.sim.record(appid, self.endpoint, request, code);
+        let not_ready = self.not_ready.get();
+        self.sim
+            .record(appid, self.endpoint, request, code, not_ready);
         response
     }
 
@@ -75,6 +79,7 @@ pub(super) async fn answer(
             .as_ref()
             .and_then(|body| body.get("begin_date")?.as_str().map(String::from)),
         body: body.as_ref().map(Value::to_string),
+        not_ready: std::cell::Cell::new(false),
     };
     let response = respond(&request, query.access_token.unwrap_or_default(), body);
     sim.state().in_flight -= 1;
@@ -111,7 +116,10 @@ fn respond(request: &Request<'_>, token: String, body: Option<Value>) -> Respons
         body: &body,
         now,
     };
-    match request.report.simulate(&simulated) {
+    let (answer, not_ready) =
+        super::model::noting_not_ready(|| request.report.simulate(&simulated));
+    request.not_ready.set(not_ready);
+    match answer {
         Ok(answer) => request.answer(0, Json(answer).into_response(), Some(&appid)),
         Err(refused) => request.refuse(refused, Some(&appid)),
     }

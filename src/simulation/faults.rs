@@ -32,6 +32,10 @@ pub struct Call {
     pub body: Option<String>,
     /// The errcode answered, 0 for success, or the HTTP status of an injected one.
     pub errcode: i64,
+    /// When it was answered, on the simulation's clock.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The answer was "not published yet" (an empty list or 61503).
+    pub not_ready: bool,
 }
 
 pub(super) struct FaultRule {
@@ -108,14 +112,18 @@ impl Simulation {
         endpoint: &str,
         request: Option<(Option<&str>, &str)>,
         errcode: i64,
+        not_ready: bool,
     ) {
         let (begin_date, body) = request.unzip();
+        let at = self.inner.clock.now();
         self.state().calls.push(Call {
             appid: appid.map(Into::into),
             endpoint: endpoint.into(),
             begin_date: begin_date.flatten().map(Into::into),
             body: body.map(Into::into),
             errcode,
+            at,
+            not_ready,
         });
     }
 }

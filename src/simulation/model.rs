@@ -27,6 +27,19 @@ pub struct Request<'a> {
     pub now: DateTime<Utc>,
 }
 
+thread_local! {
+    /// Whether the answer being made is the "not published yet" one (for the call log).
+    static NOT_READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `answer` (one simulated answer, which does not await) and tells whether it was the
+/// "not published yet" answer.
+pub fn noting_not_ready<R>(answer: impl FnOnce() -> R) -> (R, bool) {
+    NOT_READY.with(|answered| answered.set(false));
+    let result = answer();
+    (result, NOT_READY.with(|answered| answered.take()))
+}
+
 impl Request<'_> {
     /// The newest day that can be asked for: yesterday, Beijing time.
     pub fn yesterday(&self) -> NaiveDate {
@@ -66,6 +79,7 @@ impl Request<'_> {
 
     /// The answer for an unpublished period, as the app gives it: `empty`, or errcode 61503.
     pub fn not_ready(&self, empty: impl FnOnce() -> Value) -> Result<Value, Refusal> {
+        NOT_READY.with(|answered| answered.set(true));
         match self.model.app.not_ready {
             NotReady::Errcode => Err((61503, "data not ready")),
             NotReady::EmptyList => Ok(empty()),

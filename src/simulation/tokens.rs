@@ -35,11 +35,11 @@ pub(super) async fn classic(
 ) -> Response {
     if let Some(fault) = sim.take_fault(&query.appid, "token") {
         let (code, response) = fault_response(&fault);
-        sim.record(Some(&query.appid), "token", None, code);
+        sim.record(Some(&query.appid), "token", None, code, false);
         return response;
     }
     if let Err((code, message)) = sim.check_credentials(&query.appid, &query.secret) {
-        sim.record(Some(&query.appid), "token", None, code);
+        sim.record(Some(&query.appid), "token", None, code, false);
         return refusal(code, message).into_response();
     }
     let now = sim.inner.clock.now();
@@ -54,7 +54,7 @@ pub(super) async fn classic(
         }
     }
     let (token, expires_in) = sim.issue_token(&query.appid);
-    sim.record(Some(&query.appid), "token", None, 0);
+    sim.record(Some(&query.appid), "token", None, 0, false);
     Json(json!({"access_token": token, "expires_in": expires_in})).into_response()
 }
 
@@ -74,16 +74,16 @@ pub(super) async fn stable(
     body: Option<Json<StableTokenBody>>,
 ) -> Response {
     let Some(Json(body)) = body else {
-        sim.record(None, "stable_token", None, 47001);
+        sim.record(None, "stable_token", None, 47001, false);
         return refusal(47001, "data format error").into_response();
     };
     if let Some(fault) = sim.take_fault(&body.appid, "stable_token") {
         let (code, response) = fault_response(&fault);
-        sim.record(Some(&body.appid), "stable_token", None, code);
+        sim.record(Some(&body.appid), "stable_token", None, code, false);
         return response;
     }
     if let Err((code, message)) = sim.check_credentials(&body.appid, &body.secret) {
-        sim.record(Some(&body.appid), "stable_token", None, code);
+        sim.record(Some(&body.appid), "stable_token", None, code, false);
         return refusal(code, message).into_response();
     }
     let (token, expires_in) = match sim.current_stable_token(&body.appid, body.force_refresh) {
@@ -94,7 +94,7 @@ pub(super) async fn stable(
             (token, expires_in)
         }
     };
-    sim.record(Some(&body.appid), "stable_token", None, 0);
+    sim.record(Some(&body.appid), "stable_token", None, 0, false);
     Json(json!({"access_token": token, "expires_in": expires_in})).into_response()
 }
 

@@ -16,13 +16,16 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use wechat_miniprogram_exporter::app::{serve, Exporter};
+use wechat_miniprogram_exporter::app::Exporter;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
 use wechat_miniprogram_exporter::config::Reports;
+use wechat_miniprogram_exporter::fleet::Fleet;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
+use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::server::{router, with_reload};
 use wechat_miniprogram_exporter::simulation::model::Request;
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
 use wechat_miniprogram_exporter::store::Store;
@@ -114,8 +117,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Jobs per app: a (report, period kind) of every enabled report.
     pub jobs: usize,
+    /// Reloads and discovery.
+    pub control: Arc<Control>,
+    pub fleet: Arc<Fleet>,
     stop: watch::Sender<bool>,
-    _pollers: tokio::task::JoinSet<()>,
     _log_guard: tracing::subscriber::DefaultGuard,
 }
 
@@ -208,34 +213,72 @@ pub async fn spawn_app_behind(
     };
     let asked = proxy.as_ref().map_or(api, |proxy| proxy.address);
     let config = Config::from_toml(&edit(config_toml(&apps, asked, extra))).unwrap();
+    let source = Source::Fixed(Box::new(config.clone()));
+    let app = start_exporter(config, source, clock, sim, api, logs, guard).await;
+    (app, proxy)
+}
+
+/// Starts the exporter of `config` (from `source`, for reloads) on `clock` against `sim`
+/// (at `api`), and serves it on a free port.
+pub async fn start_exporter(
+    config: Config,
+    source: Source,
+    clock: Clock,
+    sim: Simulation,
+    api: SocketAddr,
+    logs: Logs,
+    guard: tracing::subscriber::DefaultGuard,
+) -> TestApp {
     let jobs = Report::all()
         .filter(|report| report.is_enabled(&config.reports))
         .map(|report| report.kinds().len())
         .sum();
     let (stop, stopped) = watch::channel(false);
-    let (store, pollers) = Exporter::build(&config, clock.clone())
-        .unwrap()
-        .start(stopped.clone());
+    let exporter = Exporter::build(&config, clock.clone());
+    let metrics = exporter.store.self_metrics().clone();
+    let control = Arc::new(Control::new(
+        source,
+        config,
+        exporter.fleet.clone(),
+        metrics,
+        clock.clone(),
+    ));
+    control.start().await.unwrap();
+    tokio::spawn(control.clone().watch(stopped.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let mut stopped_server = stopped;
-    tokio::spawn(serve(listener, store.clone(), async move {
-        let _ = stopped_server.wait_for(|stop| *stop).await;
-    }));
-    let app = TestApp {
+    let reload = control.clone();
+    let router = with_reload(
+        router(exporter.store.clone()),
+        Arc::new(move || {
+            let control = reload.clone();
+            Box::pin(async move { control.reload().await.map(|changes| changes.to_string()) })
+        }),
+    );
+    tokio::spawn(wechat_miniprogram_exporter::server::listen::serve(
+        listener,
+        router,
+        None,
+        wechat_miniprogram_exporter::server::listen::Limits::default(),
+        async move {
+            let _ = stopped_server.wait_for(|stop| *stop).await;
+        },
+    ));
+    TestApp {
         sim,
         api,
         clock,
         address,
-        store,
+        store: exporter.store.clone(),
         logs,
         http: reqwest::Client::new(),
         jobs,
+        control,
+        fleet: exporter.fleet.clone(),
         stop,
-        _pollers: pollers,
         _log_guard: guard,
-    };
-    (app, proxy)
+    }
 }
 
 impl TestApp {
@@ -298,6 +341,7 @@ impl TestApp {
     }
 
     pub fn shutdown(&self) {
+        self.fleet.signal_stop();
         let _ = self.stop.send(true);
     }
 }

@@ -253,7 +253,13 @@ impl ExporterProcess {
             .unwrap()
             .local_addr()
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"));
+        if !args.iter().any(|arg| arg.starts_with("--storage.path")) {
+            // Never the default ./data in the working directory.
+            let storage = temp_dir(&format!("storage-{}", address.port()));
+            command.arg(format!("--storage.path={}", storage.display()));
+        }
+        let child = command
             .arg("--config")
             .arg(config)
             .arg(format!("--web.listen-address={address}"))

@@ -169,6 +169,15 @@ impl Binary {
             .unwrap()
             .local_addr()
             .unwrap();
+        if !args.iter().any(|arg| arg.starts_with("--storage.path")) {
+            // Never the default ./data in the working directory.
+            let storage = std::env::temp_dir().join(format!(
+                "wme-storage-{}-{}",
+                std::process::id(),
+                address.port()
+            ));
+            command.arg(format!("--storage.path={}", storage.display()));
+        }
         let child = command
             .args(args)
             .arg(format!("--web.listen-address={address}"))

@@ -1,0 +1,249 @@
+//! The running pollers, one per app, kept in step with the configuration.
+//!
+//! [`Fleet::apply`] takes a configuration (at start, on a reload, when discovery finds more
+//! or fewer apps) and changes only what changed: an added app starts polling, a removed one
+//! stops and its series disappear, an app whose appid, secret or token source changed starts
+//! again with a new token and the periods it held, and every other app keeps running
+//! untouched, so it makes no call. A change of the polling or report settings, or of the API,
+//! starts every app again, each from what it holds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{App, Config, Polling};
+use crate::poller::{AppPoller, Settings};
+use crate::sink::{AppSlot, Sink};
+use crate::store::Store;
+use crate::supervise::supervise;
+use crate::wechat::client::{AppConnection, Client};
+
+/// What [`Fleet::apply`] changed, by app name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Apps that started polling.
+    pub added: Vec<String>,
+    /// Apps that stopped, their series gone.
+    pub removed: Vec<String>,
+    /// Apps started again with new settings, from what they held.
+    pub restarted: Vec<String>,
+    /// Apps left running as they were.
+    pub kept: usize,
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} added, {} removed, {} restarted, {} unchanged",
+            self.added.len(),
+            self.removed.len(),
+            self.restarted.len(),
+            self.kept
+        )
+    }
+}
+
+/// One app's poller.
+struct Task {
+    app: App,
+    slot: AppSlot,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The client and settings the pollers share, and the pollers.
+struct Running {
+    client: Arc<Client>,
+    settings: Arc<Settings>,
+    /// What the client was built from.
+    api: (String, Polling),
+    tasks: BTreeMap<String, Task>,
+}
+
+/// The pollers of every app, over one store.
+pub struct Fleet {
+    store: Arc<Store>,
+    clock: Clock,
+    running: Mutex<Option<Running>>,
+}
+
+impl Fleet {
+    /// A fleet over `store` with no app yet.
+    pub fn new(store: Arc<Store>, clock: Clock) -> Fleet {
+        Fleet {
+            store,
+            clock,
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Brings the running pollers in step with `config`.
+    pub fn apply(&self, config: &Config) -> anyhow::Result<Changes> {
+        let mut running = self.running.lock().expect("fleet lock");
+        let api = (config.api_base_url.clone(), config.polling.clone());
+        let settings = Settings {
+            polling: config.polling.clone(),
+            reports: config.reports.clone(),
+        };
+        let restart_all = match running.as_ref() {
+            Some(current) => current.api != api || *current.settings != settings,
+            None => true,
+        };
+        let mut current = match running.take() {
+            Some(current) if !restart_all => current,
+            previous => {
+                let client = Client::new(
+                    &config.api_base_url,
+                    &config.polling,
+                    self.clock.clone(),
+                    self.store.self_metrics().clone(),
+                )
+                .context("building the HTTP client")?;
+                Running {
+                    client: Arc::new(client),
+                    settings: Arc::new(settings),
+                    api,
+                    tasks: previous.map(|previous| previous.tasks).unwrap_or_default(),
+                }
+            }
+        };
+        let changes = self.reconcile(&mut current, &config.apps, restart_all);
+        self.store
+            .self_metrics()
+            .describe_instance(config.shard, current.tasks.len());
+        *running = Some(current);
+        Ok(changes)
+    }
+
+    /// Stops the pollers of apps no longer wanted, starts those of new apps, and starts
+    /// again those whose app changed (or all, with `restart_all`).
+    fn reconcile(&self, running: &mut Running, apps: &[App], restart_all: bool) -> Changes {
+        let mut changes = Changes::default();
+        let wanted: BTreeMap<&str, &App> =
+            apps.iter().map(|app| (app.name.as_str(), app)).collect();
+        let gone: Vec<String> = running
+            .tasks
+            .keys()
+            .filter(|name| !wanted.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            let task = running.tasks.remove(&name).expect("listed above");
+            stop(&task);
+            self.store.remove(task.slot);
+            changes.removed.push(name);
+        }
+        for app in apps {
+            match running.tasks.remove(&app.name) {
+                Some(task) if task.app == *app && !restart_all => {
+                    running.tasks.insert(app.name.clone(), task);
+                    changes.kept += 1;
+                }
+                Some(task) if task.app.appid == app.appid => {
+                    stop(&task);
+                    let task = self.spawn(running, app.clone(), task.slot);
+                    running.tasks.insert(app.name.clone(), task);
+                    changes.restarted.push(app.name.clone());
+                }
+                previous => {
+                    if let Some(task) = previous {
+                        stop(&task);
+                        self.store.remove(task.slot);
+                    }
+                    let now = self.clock.now();
+                    let (slot, _) = self.store.add(app, &running.settings.reports, now);
+                    let task = self.spawn(running, app.clone(), slot);
+                    running.tasks.insert(app.name.clone(), task);
+                    changes.added.push(app.name.clone());
+                }
+            }
+        }
+        changes
+    }
+
+    /// Starts the supervised poller of `app` in `slot`, from what the store holds of it.
+    fn spawn(&self, running: &Running, app: App, slot: AppSlot) -> Task {
+        let (stop, stopped) = watch::channel(false);
+        let store = self.store.clone();
+        let (client, settings, clock) = (
+            running.client.clone(),
+            running.settings.clone(),
+            self.clock.clone(),
+        );
+        let poller_stop = stopped.clone();
+        let poller_app = app.clone();
+        let start = move || {
+            let poller = AppPoller::new(
+                slot,
+                AppConnection::new(poller_app.clone()),
+                client.clone(),
+                store.clone() as Arc<dyn Sink>,
+                settings.clone(),
+                clock.clone(),
+                store.resume(slot),
+            );
+            poller.run(poller_stop.clone())
+        };
+        let handle = tokio::spawn(supervise(
+            slot,
+            app.name.clone(),
+            self.store.clone() as Arc<dyn Sink>,
+            self.clock.clone(),
+            running.settings.polling.clone(),
+            stopped,
+            start,
+        ));
+        Task {
+            app,
+            slot,
+            stop,
+            handle,
+        }
+    }
+
+    /// The names of the apps polled, in order.
+    pub fn apps(&self) -> Vec<String> {
+        let running = self.running.lock().expect("fleet lock");
+        running
+            .as_ref()
+            .map(|running| running.tasks.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tells every poller to stop; they stop at their next await point.
+    pub fn signal_stop(&self) {
+        let running = self.running.lock().expect("fleet lock");
+        for task in running.iter().flat_map(|running| running.tasks.values()) {
+            let _ = task.stop.send(true);
+        }
+    }
+
+    /// Stops every poller and waits for them.
+    pub async fn stop(&self) {
+        self.signal_stop();
+        let handles: Vec<JoinHandle<()>> = {
+            let mut running = self.running.lock().expect("fleet lock");
+            let tasks = running
+                .as_mut()
+                .map(|running| std::mem::take(&mut running.tasks));
+            tasks
+                .into_iter()
+                .flatten()
+                .map(|(_, task)| task.handle)
+                .collect()
+        };
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Tells a poller to stop; it finishes on its own.
+fn stop(task: &Task) {
+    let _ = task.stop.send(true);
+}

@@ -1,0 +1,185 @@
+//! Keeping the running exporter in step with its configuration file and the apps discovery
+//! lists.
+//!
+//! [`Control::reload`] (SIGHUP, `POST /-/reload`) reads the file again: a valid one is
+//! applied ([`Fleet::apply`]: only what changed changes), an invalid one is refused with
+//! every problem logged, counted in `..._config_last_reload_successful`, and the running
+//! configuration stays. [`Control::watch`] reads the discovery sources on change and every
+//! `discovery.refresh_interval`. The apps of the file and of every source are merged; an app
+//! name or appid in two sources refuses the change, naming both, and the running apps stay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex};
+
+use crate::clock::{after, Clock};
+use crate::config::{merge_apps, Config, Overrides};
+use crate::discovery::Discovery;
+use crate::fleet::{Changes, Fleet};
+use crate::metrics::SelfMetrics;
+
+/// How often the discovery files are checked for changes.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the configuration comes from.
+pub enum Source {
+    /// A file (or none: the environment only) with the command line's overrides, read again
+    /// on each reload.
+    File(Option<PathBuf>, Overrides),
+    /// A configuration that does not change (the demo).
+    Fixed(Box<Config>),
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, String> {
+        match self {
+            Source::File(file, overrides) => {
+                Config::load(file.as_deref(), overrides).map_err(|error| error.to_string())
+            }
+            Source::Fixed(config) => Ok(config.as_ref().clone()),
+        }
+    }
+}
+
+struct Current {
+    config: Config,
+    discovery: Discovery,
+}
+
+/// The running configuration, and what changes it.
+pub struct Control {
+    source: Source,
+    fleet: Arc<Fleet>,
+    metrics: Arc<SelfMetrics>,
+    clock: Clock,
+    current: Mutex<Current>,
+}
+
+impl Control {
+    /// Control over `fleet`, starting from `config` (loaded from `source`).
+    pub fn new(
+        source: Source,
+        config: Config,
+        fleet: Arc<Fleet>,
+        metrics: Arc<SelfMetrics>,
+        clock: Clock,
+    ) -> Control {
+        let discovery = Discovery::new(config.discovery.clone(), config.shard);
+        Control {
+            source,
+            fleet,
+            metrics,
+            clock,
+            current: Mutex::new(Current { config, discovery }),
+        }
+    }
+
+    /// Reads the discovery sources once and starts polling every app.
+    pub async fn start(&self) -> Result<Changes, String> {
+        let mut current = self.current.lock().await;
+        current.discovery.read_files();
+        current.discovery.read_url().await;
+        let changes = self.apply(&current)?;
+        self.metrics.reloaded(true, self.clock.now());
+        Ok(changes)
+    }
+
+    /// Reads the configuration again and applies it; a configuration that does not load is
+    /// refused and the running one stays.
+    pub async fn reload(&self) -> Result<Changes, String> {
+        let outcome = self.try_reload().await;
+        self.metrics.reloaded(outcome.is_ok(), self.clock.now());
+        match &outcome {
+            Ok(changes) => tracing::info!(%changes, "configuration reloaded"),
+            Err(problems) => {
+                tracing::error!(problems = %problems, "configuration reload refused; the running configuration stays");
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<Changes, String> {
+        let config = self.source.load()?;
+        let mut current = self.current.lock().await;
+        let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
+        if config.discovery == current.config.discovery && config.shard == current.config.shard {
+            std::mem::swap(&mut discovery, &mut current.discovery);
+        } else {
+            discovery.read_files();
+            discovery.read_url().await;
+        }
+        let candidate = Current { config, discovery };
+        match self.apply(&candidate) {
+            Ok(changes) => {
+                *current = candidate;
+                Ok(changes)
+            }
+            Err(problem) => {
+                if candidate.config.discovery == current.config.discovery {
+                    current.discovery = candidate.discovery;
+                }
+                Err(problem)
+            }
+        }
+    }
+
+    /// Applies the file's configuration with the apps of every source.
+    fn apply(&self, current: &Current) -> Result<Changes, String> {
+        let mut sources = vec![("the configuration".to_string(), current.config.apps.clone())];
+        sources.extend(
+            current
+                .discovery
+                .lists()
+                .map(|(source, apps)| (format!("discovery source {source}"), apps.clone())),
+        );
+        let apps = merge_apps(&sources).map_err(|problems| problems.join("; "))?;
+        let mut config = current.config.clone();
+        config.apps = apps;
+        self.fleet
+            .apply(&config)
+            .map_err(|error| format!("{error:#}"))
+    }
+
+    /// Reads the discovery sources again on change and every refresh interval, applying what
+    /// they list, until `shutdown` turns true.
+    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut next_refresh = self.next_refresh().await;
+        loop {
+            let wake = after(self.clock.now(), CHECK_EVERY).min(next_refresh);
+            tokio::select! {
+                _ = self.clock.sleep_until(wake) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let now = self.clock.now();
+            let mut current = self.current.lock().await;
+            if !current.discovery.is_configured() {
+                drop(current);
+                next_refresh = self.next_refresh().await;
+                continue;
+            }
+            let mut changed = false;
+            if now >= next_refresh {
+                changed |= current.discovery.read_files();
+                changed |= current.discovery.read_url().await;
+                next_refresh = after(now, current.discovery.refresh_interval());
+            } else if current.discovery.changed() {
+                changed |= current.discovery.read_files();
+            }
+            if changed {
+                match self.apply(&current) {
+                    Ok(changes) => tracing::info!(%changes, "discovered apps applied"),
+                    Err(problem) => {
+                        tracing::error!(problem, "discovered apps refused; the running apps stay");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn next_refresh(&self) -> chrono::DateTime<chrono::Utc> {
+        let interval = self.current.lock().await.discovery.refresh_interval();
+        after(self.clock.now(), interval.max(CHECK_EVERY))
+    }
+}
