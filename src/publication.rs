@@ -1,13 +1,18 @@
 //! When WeChat publishes an app's periods, as the app has seen it, and so from when to ask.
 //!
 //! WeChat publishes a period on the day after it ends, at an hour that differs by app and a
-//! little by day (06:00 to past 15:00, api-notes.md). Asking from midnight finds nothing for
-//! hours. So each app remembers, per period kind, when its recent periods turned out
-//! published: the attempt that found the data, and the last one before it that found
-//! nothing. A new period is asked for from one retry interval before the earliest recent
-//! finding, never before `polling.first_attempt`, then every `not_ready_retry` until it
-//! arrives (a late day still ends with the data). A kind not seen yet follows the daily
-//! habit: WeChat publishes the week and the month with the day.
+//! little by day (06:00 to past 15:00, api-notes.md), and now and then hours late. Asking
+//! from midnight finds nothing for hours. So each app remembers, per period kind, when its
+//! last 14 periods turned out published: the attempt that found the data, and the last one
+//! before it that found nothing; the publication came between the two. A new period is
+//! asked for from half a retry interval before an early estimate (the lowest sixth of the
+//! recent ones, so that late days do not move it), never before `polling.first_attempt`,
+//! then every `not_ready_retry` until it arrives: a late day still ends with the data. When
+//! the first attempt already finds the data, the publication may have come much earlier:
+//! that day counts as two retry intervals earlier, and each such day in a row starts twice
+//! as far back. Until three periods of a kind are seen, asking starts at `first_attempt`
+//! (the week and the month follow the day's habit until their own is known: WeChat
+//! publishes them with the day).
 //!
 //! Pure: the poller tells what it saw ([`Habits::observe`]) and asks when to start
 //! ([`Habits::probe_from`]); the store persists the habits with the app's state.
@@ -23,6 +28,9 @@ use crate::period::{beijing_date, beijing_midnight, Period, PeriodKind};
 
 /// How many publications of each kind are remembered.
 const REMEMBERED: usize = 14;
+
+/// How many publications of a kind are needed before its habit is trusted.
+const TRUSTED: usize = 3;
 
 /// One publication as an app saw it, in minutes after midnight (Beijing) of its day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,9 +95,10 @@ impl Habits {
         true
     }
 
-    /// When to start asking for `period`: `margin` before the earliest recent finding of its
-    /// kind (or of the day, for a kind not seen yet), never before `first_attempt` after
-    /// midnight of its publication day.
+    /// When to start asking for `period`: half of `margin` (the retry interval) before an
+    /// early estimate of the publication time of its kind (or of the day, for a kind not
+    /// seen enough), twice as far back for each recent day in a row whose first attempt
+    /// found the data, never before `first_attempt` after midnight of its publication day.
     pub fn probe_from(
         &self,
         period: Period,
@@ -98,16 +107,29 @@ impl Habits {
     ) -> DateTime<Utc> {
         let start = publication_day(period);
         let earliest = after(start, first_attempt);
-        let seen = self
-            .kinds
-            .get(&period.kind())
-            .filter(|seen| !seen.is_empty())
-            .or_else(|| self.kinds.get(&PeriodKind::Daily));
-        let Some(found) = seen.and_then(|seen| seen.iter().map(|seen| seen.found).min()) else {
+        let trusted = |kind| self.kinds.get(&kind).filter(|seen| seen.len() >= TRUSTED);
+        let Some(seen) = trusted(period.kind()).or_else(|| trusted(PeriodKind::Daily)) else {
             return earliest;
         };
-        let learned = after(start, Duration::from_secs(u64::from(found) * 60))
-            - chrono::Duration::from_std(margin).unwrap_or_default();
+        let margin_minutes = (margin.as_secs() / 60) as u32;
+        let mut estimates: Vec<u32> = seen
+            .iter()
+            .map(|seen| match seen.before {
+                Some(before) => before + (seen.found - before) / 2,
+                None => seen.found.saturating_sub(2 * margin_minutes),
+            })
+            .collect();
+        estimates.sort_unstable();
+        // The lowest sixth: a few late days in two weeks do not move it.
+        let early = estimates[estimates.len() / 6];
+        let hits = seen
+            .iter()
+            .rev()
+            .take_while(|seen| seen.before.is_none())
+            .count();
+        let back = (margin / 2).saturating_mul(1 << hits.min(4));
+        let learned = after(start, Duration::from_secs(u64::from(early) * 60))
+            - chrono::Duration::from_std(back).unwrap_or_default();
         learned.max(earliest)
     }
 
@@ -166,38 +188,76 @@ mod tests {
         );
     }
 
-    #[test]
-    fn asking_starts_a_margin_before_the_earliest_recent_finding() {
+    /// Habits of daily periods ending on the days from `first`, each published between
+    /// `before` (not yet) and `found` (found) on the next day.
+    fn seen(first: &str, days: &[(&str, &str)]) -> Habits {
         let mut habits = Habits::default();
-        for (date, before, found) in [
-            ("20240601", "09:00", "09:30"),
-            ("20240602", "08:30", "09:00"),
-            ("20240603", "10:00", "10:30"),
-        ] {
-            let period = day(date);
+        let first = NaiveDate::parse_from_str(first, "%Y-%m-%d").unwrap();
+        for (n, (before, found)) in days.iter().enumerate() {
+            let period = Period::containing(PeriodKind::Daily, first + chrono::Days::new(n as u64));
             let next = (period.end() + chrono::Days::new(1)).to_string();
-            assert!(habits.observe(period, Some(at(&next, before)), at(&next, found), false));
+            let before = (!before.is_empty()).then(|| at(&next, before));
+            assert!(habits.observe(period, before, at(&next, found), before.is_none()));
         }
-        assert_eq!(
-            habits.probe_from(day("20240604"), SIX, HALF_HOUR),
-            at("2024-06-05", "08:30")
+        habits
+    }
+
+    fn next_day(habits: &Habits, first: &str, days: usize) -> DateTime<Utc> {
+        let first = NaiveDate::parse_from_str(first, "%Y-%m-%d").unwrap();
+        let period = Period::containing(PeriodKind::Daily, first + chrono::Days::new(days as u64));
+        habits.probe_from(period, SIX, HALF_HOUR)
+    }
+
+    #[test]
+    fn asking_starts_before_the_usual_publication_once_three_days_are_seen() {
+        let two = seen("2024-06-01", &[("09:00", "09:30"), ("08:30", "09:00")]);
+        assert_eq!(next_day(&two, "2024-06-01", 2), at("2024-06-04", "06:00"));
+        let three = seen(
+            "2024-06-01",
+            &[("09:00", "09:30"), ("08:30", "09:00"), ("10:00", "10:30")],
         );
-        // The week and the month follow the day until they are seen themselves.
+        // The earliest estimate, 08:45, less a quarter hour.
+        assert_eq!(next_day(&three, "2024-06-01", 3), at("2024-06-05", "08:30"));
+        // The week follows the day until it is seen itself.
         let week = Period::containing(
             PeriodKind::Weekly,
             NaiveDate::from_ymd_opt(2024, 6, 3).unwrap(),
         );
         assert_eq!(
-            habits.probe_from(week, SIX, HALF_HOUR),
+            three.probe_from(week, SIX, HALF_HOUR),
             at("2024-06-10", "08:30")
         );
         // Never before the first attempt hour.
-        let mut early = Habits::default();
-        early.observe(day("20240601"), None, at("2024-06-02", "06:00"), true);
-        assert_eq!(
-            early.probe_from(day("20240602"), SIX, HALF_HOUR),
-            at("2024-06-03", "06:00")
+        let early = seen(
+            "2024-06-01",
+            &[("06:00", "06:10"), ("06:00", "06:10"), ("06:00", "06:10")],
         );
+        assert_eq!(next_day(&early, "2024-06-01", 3), at("2024-06-05", "06:00"));
+    }
+
+    #[test]
+    fn a_few_late_days_do_not_move_the_start() {
+        let mut days = vec![("09:00", "09:30"); 12];
+        days[3] = ("12:00", "12:30");
+        days[7] = ("14:30", "15:00");
+        let habits = seen("2024-06-01", &days);
+        assert_eq!(
+            next_day(&habits, "2024-06-01", 12),
+            at("2024-06-14", "09:00")
+        );
+    }
+
+    #[test]
+    fn finding_the_data_at_the_first_attempt_starts_earlier_each_day_in_a_row() {
+        let mut days = vec![("09:00", "09:30"); 6];
+        days.push(("", "09:00"));
+        let one = seen("2024-06-01", &days);
+        // The usual 09:15, twice the quarter hour back.
+        assert_eq!(next_day(&one, "2024-06-01", 7), at("2024-06-09", "08:45"));
+        days.push(("", "07:30"));
+        let two = seen("2024-06-01", &days);
+        // The first hit, counted as 08:00, is now the lowest sixth; four quarter hours back.
+        assert_eq!(next_day(&two, "2024-06-01", 8), at("2024-06-10", "07:00"));
     }
 
     #[test]
@@ -217,23 +277,14 @@ mod tests {
 
     #[test]
     fn only_the_last_fourteen_publications_count() {
-        let mut habits = Habits::default();
-        let first = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
-        for n in 0..20 {
-            let period = Period::containing(PeriodKind::Daily, first + chrono::Days::new(n));
-            let next = period.end() + chrono::Days::new(1);
-            let found = if n == 0 { "06:30" } else { "11:00" };
-            habits.observe(
-                period,
-                Some(at(&next.to_string(), "10:30")),
-                at(&next.to_string(), found),
-                false,
-            );
-        }
+        let mut days = vec![("05:00", "05:30"); 3];
+        days.extend(vec![("10:30", "11:00"); 17]);
+        let habits = seen("2024-05-01", &days);
         assert_eq!(habits.seen(PeriodKind::Daily).count(), REMEMBERED);
-        let last = Period::containing(PeriodKind::Daily, first + chrono::Days::new(20));
-        let next = (last.end() + chrono::Days::new(1)).to_string();
-        assert_eq!(habits.probe_from(last, SIX, HALF_HOUR), at(&next, "10:30"));
+        assert_eq!(
+            next_day(&habits, "2024-05-01", 20),
+            at("2024-05-22", "10:30")
+        );
     }
 
     #[test]

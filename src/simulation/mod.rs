@@ -62,6 +62,14 @@ pub struct SimApp {
     pub since: NaiveDate,
     /// Days whose visitors are multiplied by a factor (a drop, for alert tests).
     pub dips: BTreeMap<NaiveDate, f64>,
+    /// Minutes after `publish_hour` at which the app's periods are usually published.
+    pub publish_minute: u32,
+    /// How much the publication moves from day to day: up to this many minutes earlier or
+    /// later, deterministically per day.
+    pub publish_spread: u32,
+    /// Publication days (the day after a period ends) when WeChat publishes this many
+    /// minutes later than usual.
+    pub late: BTreeMap<NaiveDate, u32>,
 }
 
 impl SimApp {
@@ -76,6 +84,9 @@ impl SimApp {
             not_ready: NotReady::EmptyList,
             since: NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date"),
             dips: BTreeMap::new(),
+            publish_minute: 0,
+            publish_spread: 0,
+            late: BTreeMap::new(),
         }
     }
 }

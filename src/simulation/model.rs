@@ -209,16 +209,33 @@ impl Model<'_> {
         }
     }
 
-    /// The instant WeChat publishes `period` for this app: its publication hour, Beijing time,
-    /// on the day after the period ends.
+    /// The instant WeChat publishes `period` for this app: its publication hour and minute,
+    /// Beijing time, on the day after the period ends, moved by the day's spread and delay.
     pub fn published_at(&self, period: Period) -> DateTime<Utc> {
-        period.end_instant() + chrono::Duration::hours(i64::from(self.app.publish_hour))
+        let app = self.app;
+        let day = period.end() + Days::new(1);
+        let spread = i64::from(app.publish_spread);
+        let moved = if spread == 0 {
+            0
+        } else {
+            let unit = noise(&app.appid, day, "publication", 1.0) - 1.0;
+            (unit * spread as f64).round() as i64
+        };
+        let late = app.late.get(&day).copied().unwrap_or(0);
+        let minutes = i64::from(app.publish_minute) + moved + i64::from(late);
+        period.end_instant()
+            + chrono::Duration::hours(i64::from(app.publish_hour))
+            + chrono::Duration::minutes(minutes)
     }
 
     /// The newest day published at `now`.
     pub fn latest_published_day(&self, now: DateTime<Utc>) -> NaiveDate {
-        let shifted = now - chrono::Duration::hours(i64::from(self.app.publish_hour));
-        Period::latest_completed(PeriodKind::Daily, shifted).start()
+        let latest = Period::latest_completed(PeriodKind::Daily, now);
+        if now >= self.published_at(latest) {
+            latest.start()
+        } else {
+            latest.start() - Days::new(1)
+        }
     }
 }
 
