@@ -192,13 +192,7 @@ pub async fn spawn_app_behind(
     prepare: impl FnOnce(&Simulation),
     rule: Option<hostile::Rule>,
 ) -> (TestApp, Option<hostile::Hostile>) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let guard = tracing::subscriber::set_default(logging::subscriber(
-        LogLevel::Debug,
-        LogFormat::Logfmt,
-        move || writer.clone(),
-    ));
+    let (logs, guard) = capture_logs();
     let clock = Clock::manual(start);
     let sim = Simulation::new(apps.clone(), clock.clone());
     let api = sim
@@ -216,6 +210,63 @@ pub async fn spawn_app_behind(
     let source = Source::Fixed(Box::new(config.clone()));
     let app = start_exporter(config, source, clock, sim, api, logs, guard).await;
     (app, proxy)
+}
+
+/// Captures this thread's logs (debug and up) until the guard is dropped.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let guard = tracing::subscriber::set_default(logging::subscriber(
+        LogLevel::Debug,
+        LogFormat::Logfmt,
+        move || writer.clone(),
+    ));
+    (logs, guard)
+}
+
+/// The simulation of `apps` on a manual clock at `start`, on a free port.
+pub async fn spawn_manual_simulation(
+    apps: Vec<SimApp>,
+    start: DateTime<Utc>,
+) -> (Simulation, SocketAddr, Clock) {
+    let clock = Clock::manual(start);
+    let sim = Simulation::new(apps, clock.clone());
+    let api = sim
+        .clone()
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    (sim, api, clock)
+}
+
+/// An exporter of `config` against the running `sim` (at `api`) on `clock`, its
+/// configuration read again from `source` on reloads, with its own captured logs.
+pub async fn spawn_on(
+    sim: &Simulation,
+    api: SocketAddr,
+    clock: &Clock,
+    config: Config,
+    source: Source,
+) -> TestApp {
+    let (logs, guard) = capture_logs();
+    start_exporter(config, source, clock.clone(), sim.clone(), api, logs, guard).await
+}
+
+/// The series of WeChat data (not the exporter's own), sorted: what must survive a restart.
+pub fn data_series(metrics: &str) -> Vec<String> {
+    let own = [
+        "wechat_miniprogram_api_",
+        "wechat_miniprogram_token_",
+        "wechat_miniprogram_exporter_",
+    ];
+    let mut lines: Vec<String> = metrics
+        .lines()
+        .filter(|line| line.starts_with("wechat_miniprogram_"))
+        .filter(|line| !own.iter().any(|prefix| line.starts_with(prefix)))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Starts the exporter of `config` (from `source`, for reloads) on `clock` against `sim`
@@ -343,6 +394,19 @@ impl TestApp {
     pub fn shutdown(&self) {
         self.fleet.signal_stop();
         let _ = self.stop.send(true);
+    }
+
+    /// Stops the pollers and the server, and waits until the state is on disk, as a
+    /// shutdown of the real exporter does.
+    pub async fn stop(&self) {
+        self.fleet.stop().await;
+        let _ = self.stop.send(true);
+        self.store.flush();
+    }
+
+    /// Calls the simulation answered since the `from`-th, of every app.
+    pub fn calls_since(&self, from: usize) -> Vec<wechat_miniprogram_exporter::simulation::Call> {
+        self.sim.calls().into_iter().skip(from).collect()
     }
 }
 

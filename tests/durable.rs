@@ -1,0 +1,258 @@
+//! The exporter across restarts and publication hours: the state under `--storage.path` is
+//! served again at once and saves every call for a period held; a state file that is
+//! truncated, corrupt, of a future version, of another app or from the future is a warning
+//! and a fresh start for that job, never a wrong value; and each app asks for a new period
+//! from its usual publication hour, a late day still ending with the data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use wechat_miniprogram_exporter::config::Config;
+use wechat_miniprogram_exporter::reload::Source;
+use wechat_miniprogram_exporter::simulation::Call;
+
+use common::prometheus::temp_dir;
+use common::{
+    beijing, config_toml, data_series, sample, spawn_manual_simulation, spawn_on, two_apps,
+};
+
+const SHOP: &str = "wx1111111111111111";
+
+fn config_with_storage(toml: &str, storage: &Path) -> Config {
+    let mut config = Config::from_toml(toml).unwrap();
+    config.storage = Some(storage.to_path_buf());
+    config
+}
+
+fn fixed(config: &Config) -> Source {
+    Source::Fixed(Box::new(config.clone()))
+}
+
+/// The calls of report paths (not tokens) among `calls`.
+fn report_calls(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|call| !call.endpoint.contains("token"))
+        .collect()
+}
+
+fn state_file(storage: &Path, appid: &str, file: &str) -> PathBuf {
+    storage.join("apps").join(appid).join(file)
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_nothing() {
+    let storage = temp_dir("durable-restart");
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
+
+    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    first.settle().await;
+    let before = data_series(&first.scrape().await);
+    assert!(before.len() > 500, "{} series", before.len());
+    first.stop().await;
+    drop(first);
+    assert!(state_file(&storage, SHOP, "visit_trend.daily.json").is_file());
+    let calls = sim.calls().len();
+
+    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    // At once: ready, with the same values, before any poller has run.
+    assert_eq!(second.get("/readyz").await.status(), 200);
+    assert_eq!(data_series(&second.scrape().await), before);
+    second.settle().await;
+    assert_eq!(
+        second.calls_since(calls),
+        Vec::<Call>::new(),
+        "no call (not even a token) for periods held"
+    );
+    assert_eq!(data_series(&second.scrape().await), before);
+
+    // The next day, only the new periods are fetched.
+    second.advance_to(beijing("2024-06-06 12:00")).await;
+    let next_day: Vec<String> = report_calls(&second.calls_since(calls))
+        .iter()
+        .filter_map(|call| call.begin_date.clone())
+        .collect();
+    assert!(
+        next_day.iter().all(|date| date.as_str() >= "20240505"),
+        "{next_day:?}"
+    );
+    assert!(next_day.contains(&"20240605".to_string()), "{next_day:?}");
+}
+
+#[tokio::test]
+async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again() {
+    let storage = temp_dir("durable-broken");
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
+    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    first.settle().await;
+    let before = data_series(&first.scrape().await);
+    first.stop().await;
+    drop(first);
+
+    let file = |name: &str| state_file(&storage, SHOP, name);
+    let text = |name: &str| std::fs::read_to_string(file(name)).unwrap();
+    // Truncated (a crash mid-write cannot do this, a full disk or a copy can).
+    let trend = text("visit_trend.weekly.json");
+    std::fs::write(file("visit_trend.weekly.json"), &trend[..trend.len() / 2]).unwrap();
+    // Not JSON at all.
+    std::fs::write(file("visit_page.daily.json"), b"\x00\xff garbage").unwrap();
+    // Written by a later version.
+    let later = text("visit_distribution.daily.json").replacen("\"format\":1", "\"format\":99", 1);
+    std::fs::write(file("visit_distribution.daily.json"), later).unwrap();
+    // Another app's file.
+    let other = text("daily_summary.daily.json").replace(SHOP, "wx2222222222222222");
+    std::fs::write(file("daily_summary.daily.json"), other).unwrap();
+    // A period that has not ended.
+    let future = text("launch_time.daily.json").replace("\"20240604\"", "\"20990101\"");
+    std::fs::write(file("launch_time.daily.json"), future).unwrap();
+    // Answers that WeChat could not have sent for that period.
+    let wrong = text("js_errors.daily.json").replacen("\"data\":[", "\"data\":7,\"was\":[", 1);
+    std::fs::write(file("js_errors.daily.json"), wrong).unwrap();
+    std::fs::write(file("publication.json"), b"{").unwrap();
+    let calls = sim.calls().len();
+
+    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    second.settle().await;
+    let again: std::collections::BTreeSet<String> = report_calls(&second.calls_since(calls))
+        .iter()
+        .map(|call| call.endpoint.clone())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = [
+        "getweanalysisappidweeklyvisittrend",
+        "getweanalysisappidvisitpage",
+        "getweanalysisappidvisitdistribution",
+        "getweanalysisappiddailysummarytrend",
+        "wxaapi/log/get_performance",
+        "wxaapi/log/jserr_list",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(again, expected, "exactly the jobs whose file was broken");
+    assert!(report_calls(&second.calls_since(calls))
+        .iter()
+        .all(|call| call.appid.as_deref() == Some(SHOP)));
+    assert_eq!(
+        data_series(&second.scrape().await),
+        before,
+        "no wrong value"
+    );
+    let logs = second.logs.text();
+    assert_eq!(logs.matches("state file ignored").count(), 7, "{logs}");
+}
+
+#[tokio::test]
+async fn an_app_no_longer_configured_leaves_no_series_behind() {
+    let storage = temp_dir("durable-removed");
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
+    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    first.settle().await;
+    first.stop().await;
+    drop(first);
+
+    let shop_only = config_with_storage(&config_toml(&two_apps()[..1], api, ""), &storage);
+    let second = spawn_on(&sim, api, &clock, shop_only.clone(), fixed(&shop_only)).await;
+    let metrics = second.scrape().await;
+    assert!(!metrics.contains("app=\"news\""), "{metrics}");
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn a_storage_path_that_cannot_be_written_keeps_the_exporter_serving() {
+    let blocker = temp_dir("durable-blocked").join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &blocker.join("data"));
+    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+    assert!(
+        app.logs.text().contains("--storage.path"),
+        "{}",
+        app.logs.text()
+    );
+}
+
+/// The daily trend calls of `appid` among `calls`, as (Beijing time, not ready).
+fn trend_calls(calls: &[Call], appid: &str) -> Vec<(String, bool)> {
+    calls
+        .iter()
+        .filter(|call| call.appid.as_deref() == Some(appid))
+        .filter(|call| call.endpoint == "getweanalysisappiddailyvisittrend")
+        .map(|call| {
+            let beijing = call.at + chrono::Duration::hours(8);
+            (beijing.format("%m-%d %H:%M").to_string(), call.not_ready)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_app_asks_from_its_usual_hour_and_a_late_day_still_ends_with_the_data() {
+    let mut apps = two_apps();
+    apps[0].publish_hour = 9;
+    apps[0].publish_minute = 40;
+    // 2024-06-09's data comes at 15:40 instead of 09:40.
+    apps[0].late.insert(
+        chrono::NaiveDate::from_ymd_opt(2024, 6, 10).unwrap(),
+        6 * 60,
+    );
+    let (sim, api, clock) =
+        spawn_manual_simulation(apps.clone(), beijing("2024-06-05 12:00")).await;
+    let config = Config::from_toml(&config_toml(&apps, api, "")).unwrap();
+    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    app.settle().await;
+    let start = sim.calls().len();
+    let mut now = beijing("2024-06-05 12:05");
+    while now < beijing("2024-06-11 00:00") {
+        now += chrono::Duration::minutes(5);
+        app.advance_to(now).await;
+    }
+    let calls = trend_calls(&app.calls_since(start), SHOP);
+    let on = |day: &str| -> Vec<(String, bool)> {
+        calls
+            .iter()
+            .filter(|(at, _)| at.starts_with(day))
+            .cloned()
+            .collect()
+    };
+    // Days 1-3: from polling.first_attempt (06:00), every 30 minutes, found at 10:00.
+    assert_eq!(on("06-06").len(), 9, "{:?}", on("06-06"));
+    assert_eq!(on("06-06")[0], ("06-06 06:00".to_string(), true));
+    // Then from a quarter before the usual 09:40-10:00: one miss, found at 10:00 at most.
+    for day in ["06-09"] {
+        let today = on(day);
+        assert!(today.len() <= 3, "{today:?}");
+        let found = today.iter().find(|(_, not_ready)| !not_ready).unwrap();
+        assert!(found.0.as_str() <= &format!("{day} 10:10")[..], "{today:?}");
+    }
+    // The late day: asked every 30 minutes until it came, found within 30 minutes of 15:40.
+    let late = on("06-10");
+    let found = late.iter().find(|(_, not_ready)| !not_ready).unwrap();
+    assert!(
+        found.0.as_str() >= "06-10 15:40" && found.0.as_str() <= "06-10 16:10",
+        "{late:?}"
+    );
+    assert!(late.len() >= 10, "{late:?}");
+    let metrics = app.scrape().await;
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+}
