@@ -286,6 +286,11 @@ impl ExporterProcess {
         }
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A scrape of `/metrics`.
     pub async fn scrape(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.address))
