@@ -89,12 +89,19 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
+/// Where [`Text`] hands what it wrote, piece by piece, when it writes for a stream.
+pub type Spill<'a> = &'a mut dyn FnMut(&mut String);
+
+/// How much text is gathered before it is spilled.
+const SPILL_AT: usize = 256 << 10;
+
 /// The Prometheus text format, appended to a `String`.
 pub struct Text<'a> {
     out: &'a mut String,
     /// The header of the current family, until its first sample writes it.
     pending: Option<(&'static str, String)>,
     name: &'static str,
+    spill: Option<Spill<'a>>,
 }
 
 impl<'a> Text<'a> {
@@ -104,6 +111,16 @@ impl<'a> Text<'a> {
             out,
             pending: None,
             name: "",
+            spill: None,
+        }
+    }
+
+    /// Appends to `out`, handing it to `spill` (which empties it) whenever it holds a few
+    /// hundred kilobytes: for a stream, such as the compressed exposition.
+    pub fn spilling(out: &'a mut String, spill: Spill<'a>) -> Text<'a> {
+        Text {
+            spill: Some(spill),
+            ..Text::new(out)
         }
     }
 }
@@ -120,6 +137,11 @@ impl Exposition for Text<'_> {
         }
         write_series(self.out, self.name, app, labels);
         let _ = writeln!(self.out, " {}", format_value(value));
+        if self.out.len() >= SPILL_AT {
+            if let Some(spill) = self.spill.as_mut() {
+                spill(self.out);
+            }
+        }
     }
 }
 

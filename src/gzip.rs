@@ -28,20 +28,56 @@ pub struct Head {
 
 /// Compresses `text` into the head of a gzip stream.
 pub fn head(text: &[u8]) -> Head {
-    let mut buffer = Vec::with_capacity(text.len() / 4 + 64);
-    buffer.extend_from_slice(&HEADER);
-    let mut encoder = DeflateEncoder::new(buffer, Compression::fast());
-    encoder.write_all(text).expect("writing to memory");
-    // A sync flush ends the blocks on a byte boundary; the encoder is then dropped without
-    // finishing, its final block going into the emptied buffer.
-    encoder.flush().expect("writing to memory");
-    let bytes = std::mem::take(encoder.get_mut());
-    let mut crc = Hasher::new();
-    crc.update(text);
-    Head {
-        bytes: Bytes::from(bytes),
-        crc,
-        length: text.len() as u64,
+    let mut builder = Builder::new(text.len() / 4);
+    builder.write(text);
+    builder.head()
+}
+
+/// A head compressed as its text is written, piece by piece: the whole text is never held.
+pub struct Builder {
+    encoder: DeflateEncoder<Vec<u8>>,
+    crc: Hasher,
+    length: u64,
+}
+
+impl Builder {
+    /// A head expected to take about `capacity` compressed bytes.
+    pub fn new(capacity: usize) -> Builder {
+        let mut buffer = Vec::with_capacity(capacity + HEADER.len());
+        buffer.extend_from_slice(&HEADER);
+        Builder {
+            encoder: DeflateEncoder::new(buffer, Compression::fast()),
+            crc: Hasher::new(),
+            length: 0,
+        }
+    }
+
+    /// Compresses the next piece of text.
+    pub fn write(&mut self, text: &[u8]) {
+        self.encoder.write_all(text).expect("writing to memory");
+        self.crc.update(text);
+        self.length += text.len() as u64;
+    }
+
+    /// The head, sync-flushed: it ends on a byte boundary, with no final block.
+    pub fn head(mut self) -> Head {
+        // The encoder is dropped without finishing: its final block goes into the emptied
+        // buffer.
+        self.encoder.flush().expect("writing to memory");
+        let mut bytes = std::mem::take(self.encoder.get_mut());
+        bytes.shrink_to_fit();
+        Head {
+            bytes: Bytes::from(bytes),
+            crc: self.crc,
+            length: self.length,
+        }
+    }
+}
+
+impl Head {
+    /// The length of the text the head holds, uncompressed.
+    pub fn text_length(&self) -> u64 {
+        self.length
     }
 }
 
@@ -106,6 +142,20 @@ mod tests {
         let mut stream = empty.bytes.to_vec();
         stream.extend(finish(&empty, b"only a tail\n"));
         assert_eq!(gunzip(&stream), b"only a tail\n");
+    }
+
+    #[test]
+    fn a_head_written_in_pieces_is_the_head_of_the_whole() {
+        let text = "wechat_miniprogram_visit_uv{app=\"shop\"} 55500\n".repeat(10_000);
+        let mut builder = Builder::new(0);
+        for piece in text.as_bytes().chunks(777) {
+            builder.write(piece);
+        }
+        let head = builder.head();
+        assert_eq!(head.text_length(), text.len() as u64);
+        let mut stream = head.bytes.to_vec();
+        stream.extend(finish(&head, b"tail\n"));
+        assert_eq!(gunzip(&stream), format!("{text}tail\n").into_bytes());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use prometheus::{
 };
 
 use crate::config::{App, Shard};
-use crate::exposition::{Exposition, Samples, Text};
+use crate::exposition::{Exposition, Samples, Spill, Text};
 use crate::report::{AppData, Report};
 use crate::wechat::client::Observer;
 use crate::wechat::wire::Tally;
@@ -35,6 +35,20 @@ pub fn render(apps: &[AppData], self_metrics: &SelfMetrics, out: &mut String) {
         render_health(apps, &mut text);
     }
     self_metrics.render(apps, out);
+}
+
+/// As [`render`], handing the text to `spill` piece by piece (the last piece included), so
+/// that the whole text is never held.
+pub fn render_spilling(apps: &[AppData], self_metrics: &SelfMetrics, spill: Spill<'_>) {
+    let mut out = String::with_capacity(512 << 10);
+    {
+        let mut text = Text::spilling(&mut out, &mut *spill);
+        render_data(apps, &mut text);
+        render_health(apps, &mut text);
+    }
+    spill(&mut out);
+    self_metrics.render(apps, &mut out);
+    spill(&mut out);
 }
 
 /// Writes the families that carry WeChat's data (and the period each report holds), without

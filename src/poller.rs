@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -49,7 +50,7 @@ pub struct Settings {
 
 /// The answers of a period fetched so far, by call number, read and as sent: `None` for an
 /// answer that held nothing.
-type Pieces = BTreeMap<usize, Option<(Piece, Value)>>;
+type Pieces = BTreeMap<usize, Option<(Piece, Option<Box<RawValue>>)>>;
 
 /// One (report, period kind) of one app.
 #[derive(Debug)]
@@ -524,9 +525,12 @@ impl AppPoller {
             if pieces.contains_key(&number) {
                 continue;
             }
+            // The answer is kept as compact JSON, not as a `Value` (several times larger),
+            // until the period is whole and handed on.
             let parse = |answer: Value| {
-                let piece = report.parse(call, answer.clone())?;
-                Ok(piece.map(|piece| (piece, answer)))
+                let raw = serde_json::value::to_raw_value(&answer).ok();
+                let piece = report.parse(call, answer)?;
+                Ok(piece.map(|piece| (piece, raw)))
             };
             match self.client.fetch(&self.connection, call, parse).await {
                 // Without the first answer the period is not published.
@@ -552,7 +556,7 @@ impl AppPoller {
         let answers = calls
             .into_iter()
             .zip(pieces.into_values())
-            .map(|(call, piece)| (call, piece.map(|(_, answer)| answer)))
+            .map(|(call, piece)| (call, piece.and_then(|(_, answer)| answer)))
             .collect();
         Ok(Some((snapshot, answers)))
     }

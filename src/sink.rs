@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::period::{Period, PeriodKind};
 use crate::publication::Habits;
@@ -38,9 +38,9 @@ pub struct JobStatus {
 }
 
 /// The answers WeChat gave for a held period, call by call (`None`: an answer that held
-/// nothing): what is kept on disk, so that a restart reads them again through the report's
-/// own parsing and assembly.
-pub type Answers = Vec<(Call, Option<Value>)>;
+/// nothing), as compact JSON: what is kept on disk, so that a restart reads them again
+/// through the report's own parsing and assembly.
+pub type Answers = Vec<(Call, Option<Box<RawValue>>)>;
 
 /// What an app's poller starts from: the periods it holds already (fetched before a restart
 /// or a reload) and what it learned of publication hours.

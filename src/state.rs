@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::Reports;
 use crate::period::{beijing_date, Period, PeriodKind};
@@ -55,7 +55,7 @@ struct AnswerFile {
     path: String,
     part: u32,
     body: String,
-    answer: Option<Value>,
+    answer: Option<Box<RawValue>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,10 +93,14 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
+/// How many writes may wait for the writer: a poller that hands on more waits (a short
+/// back-pressure at the first round of a thousand apps), so memory stays bounded.
+const QUEUE: usize = 64;
+
 /// The state directory and its writer thread.
 pub struct StateDir {
     root: PathBuf,
-    writer: Mutex<mpsc::Sender<Message>>,
+    writer: Mutex<mpsc::SyncSender<Message>>,
 }
 
 impl StateDir {
@@ -107,7 +111,7 @@ impl StateDir {
             .map_err(|error| format!("cannot create {}: {error}", apps.display()))?;
         write_atomically(&root.join("format"), format!("{FORMAT}\n").as_bytes())
             .map_err(|error| format!("cannot write in {}: {error}", root.display()))?;
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || write_loop(receiver))
@@ -123,7 +127,7 @@ impl StateDir {
     }
 
     fn send(&self, message: Message) {
-        let writer = self.writer.lock().expect("state writer lock");
+        let writer = self.writer.lock().expect("state writer lock").clone();
         let _ = writer.send(message);
     }
 
@@ -274,9 +278,13 @@ fn held_from(
             .ok_or("an answer is missing (the settings changed)")?;
         let piece = match &answer.answer {
             None => None,
-            Some(value) => report
-                .parse(&call, value.clone())
-                .map_err(|error| format!("an answer does not read: {error}"))?,
+            Some(raw) => {
+                let value = serde_json::from_str(raw.get())
+                    .map_err(|error| format!("an answer does not read: {error}"))?;
+                report
+                    .parse(&call, value)
+                    .map_err(|error| format!("an answer does not read: {error}"))?
+            }
         };
         pieces.push(piece);
     }

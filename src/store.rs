@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::{App, Reports};
-use crate::metrics::{render, SelfMetrics};
+use crate::metrics::{render, render_spilling, SelfMetrics};
 use crate::period::PeriodKind;
 use crate::publication::Habits;
 use crate::report::{AppData, Held, Report};
@@ -47,11 +49,38 @@ struct Meta {
     habits: Habits,
 }
 
+/// The exposition of one version of the state: compressed (what Prometheus asks for), and
+/// as text only while some scraper asks for text.
 struct Rendered {
     version: (u64, u64),
-    text: Bytes,
+    text: Option<(Bytes, Instant)>,
     gzip: Option<crate::gzip::Head>,
+    tail: Option<Tail>,
 }
+
+/// The process metrics, read at most once a second (a scraper under load would otherwise
+/// read `/proc` for each scrape), as text and as the end of the gzip stream.
+struct Tail {
+    read: Instant,
+    text: Bytes,
+    gzip_end: Option<Bytes>,
+}
+
+/// How long the process metrics are reused.
+const TAIL_KEPT: Duration = Duration::from_secs(1);
+
+impl Rendered {
+    /// The sizes of the text and of the compressed head, for the next buffers.
+    fn sizes(&self) -> (usize, usize) {
+        let text = self.text.as_ref().map_or(0, |(text, _)| text.len());
+        let gzip = self.gzip.as_ref().map_or(0, |head| head.bytes.len());
+        (text, gzip)
+    }
+}
+
+/// How long the text of the exposition is kept after the last scrape that asked for it
+/// uncompressed: scrapers that ask for gzip alone never make the exporter hold it.
+const TEXT_KEPT: Duration = Duration::from_secs(60);
 
 /// One app as the landing page shows it.
 #[derive(Clone, Debug)]
@@ -185,40 +214,112 @@ impl Store {
         &self.self_metrics
     }
 
-    /// The exposition in parts, gzipped if asked: the text rendered once per change (data,
-    /// health, the exporter's counters), then the process metrics read now. Gzipped, the
-    /// first part is compressed once per change and the second appended to the same stream.
+    /// The exposition in parts, gzipped if asked: the data, health and the exporter's
+    /// counters rendered once per change, then the process metrics read now. Gzipped, the
+    /// first part is compressed as it is rendered (the text is never held whole) and the
+    /// second appended to the same stream. As text, it is rendered once per change and kept
+    /// while scrapers keep asking for text.
     pub fn exposition(&self, gzip: bool) -> Vec<Bytes> {
         let version = (
             self.generation.load(Ordering::Acquire),
             self.self_metrics.changes(),
         );
         let mut rendered = self.rendered.lock().expect("render lock");
-        if rendered.as_ref().is_none_or(|r| r.version != version) {
-            let mut text =
-                String::with_capacity(rendered.as_ref().map_or(4096, |r| r.text.len() + 1024));
-            render(
-                &self.state.read().expect("store lock").apps,
-                &self.self_metrics,
-                &mut text,
-            );
-            *rendered = Some(Rendered {
+        let previous = rendered.take();
+        let sizes = previous.as_ref().map_or((0, 0), Rendered::sizes);
+        let mut current = match previous {
+            Some(kept) if kept.version == version => kept,
+            _ => Rendered {
                 version,
-                text: Bytes::from(text),
+                text: None,
                 gzip: None,
-            });
+                tail: None,
+            },
+        };
+        let mut tail = self.tail(current.tail.take());
+        let parts = if gzip {
+            self.gzipped(&mut current, &mut tail, sizes.1)
+        } else {
+            let known = current
+                .gzip
+                .as_ref()
+                .map_or(0, |head| head.text_length() as usize);
+            let text = match current.text.take() {
+                Some((text, _)) => text,
+                None => self.text(sizes.0.max(known)),
+            };
+            current.text = Some((text.clone(), Instant::now()));
+            vec![text, tail.text.clone()]
+        };
+        current.tail = Some(tail);
+        *rendered = Some(current);
+        parts
+    }
+
+    /// The process metrics: `kept` if read within a second, else read now.
+    fn tail(&self, kept: Option<Tail>) -> Tail {
+        match kept {
+            Some(tail) if tail.read.elapsed() < TAIL_KEPT => tail,
+            _ => {
+                let mut text = String::new();
+                self.self_metrics.render_process(&mut text);
+                Tail {
+                    read: Instant::now(),
+                    text: Bytes::from(text),
+                    gzip_end: None,
+                }
+            }
         }
-        let rendered = rendered.as_mut().expect("rendered above");
-        let mut tail = String::new();
-        self.self_metrics.render_process(&mut tail);
-        if !gzip {
-            return vec![rendered.text.clone(), Bytes::from(tail)];
+    }
+
+    /// The gzip stream of `current` and `tail`: the head compressed once (from the text if it
+    /// is kept, else as it is rendered, into about `size` bytes), the end per tail. Text no
+    /// longer asked for is dropped.
+    fn gzipped(&self, current: &mut Rendered, tail: &mut Tail, size: usize) -> Vec<Bytes> {
+        if current
+            .text
+            .as_ref()
+            .is_some_and(|(_, used)| used.elapsed() > TEXT_KEPT)
+        {
+            current.text = None;
         }
-        let head = rendered
-            .gzip
-            .get_or_insert_with(|| crate::gzip::head(&rendered.text));
-        let end = crate::gzip::finish(head, tail.as_bytes());
-        vec![head.bytes.clone(), Bytes::from(end)]
+        let head = match (current.gzip.take(), &current.text) {
+            (Some(head), _) => head,
+            (None, Some((text, _))) => crate::gzip::head(text),
+            (None, None) => self.compress(size),
+        };
+        let end = tail
+            .gzip_end
+            .get_or_insert_with(|| Bytes::from(crate::gzip::finish(&head, &tail.text)));
+        let parts = vec![head.bytes.clone(), end.clone()];
+        current.gzip = Some(head);
+        parts
+    }
+
+    /// The exposition as text, in a buffer of about `size` bytes.
+    fn text(&self, size: usize) -> Bytes {
+        let mut text = String::with_capacity(size + 4096);
+        render(
+            &self.state.read().expect("store lock").apps,
+            &self.self_metrics,
+            &mut text,
+        );
+        Bytes::from(text)
+    }
+
+    /// The exposition compressed as it is rendered, into a buffer of about `size` bytes.
+    fn compress(&self, size: usize) -> crate::gzip::Head {
+        let mut builder = crate::gzip::Builder::new(size);
+        let mut spill = |text: &mut String| {
+            builder.write(text.as_bytes());
+            text.clear();
+        };
+        render_spilling(
+            &self.state.read().expect("store lock").apps,
+            &self.self_metrics,
+            &mut spill,
+        );
+        builder.head()
     }
 
     /// The whole exposition in one piece (see [`Store::exposition`]).
@@ -350,6 +451,27 @@ mod tests {
             without_process(&String::from_utf8_lossy(&changed))
         );
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+
+    #[test]
+    fn scrapers_asking_for_gzip_alone_never_make_the_store_hold_the_text() {
+        let store = store();
+        store.up(AppSlot(0), false);
+        let gzipped = store.metrics(true);
+        let held = |store: &Store| {
+            let rendered = store.rendered.lock().unwrap();
+            rendered.as_ref().map(|r| (r.text.is_some(), r.gzip.is_some()))
+        };
+        assert_eq!(held(&store), Some((false, true)));
+        let text = store.metrics(false);
+        assert_eq!(held(&store), Some((true, true)));
+        let mut unzipped = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&gzipped[..]),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, String::from_utf8_lossy(&text), "one second of process metrics");
     }
 
     #[test]
