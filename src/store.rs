@@ -460,7 +460,9 @@ mod tests {
         let gzipped = store.metrics(true);
         let held = |store: &Store| {
             let rendered = store.rendered.lock().unwrap();
-            rendered.as_ref().map(|r| (r.text.is_some(), r.gzip.is_some()))
+            rendered
+                .as_ref()
+                .map(|r| (r.text.is_some(), r.gzip.is_some()))
         };
         assert_eq!(held(&store), Some((false, true)));
         let text = store.metrics(false);
@@ -471,7 +473,11 @@ mod tests {
             &mut unzipped,
         )
         .unwrap();
-        assert_eq!(unzipped, String::from_utf8_lossy(&text), "one second of process metrics");
+        assert_eq!(
+            unzipped,
+            String::from_utf8_lossy(&text),
+            "one second of process metrics"
+        );
     }
 
     #[test]

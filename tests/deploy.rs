@@ -170,6 +170,16 @@ fn the_compose_stack_is_valid_and_mounts_the_bundled_rules_and_dashboards() {
     ]);
     assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
 
+    // The exporter's state lives on a named volume.
+    let exporter_volumes = volumes(&services["exporter"]);
+    assert!(
+        exporter_volumes
+            .iter()
+            .any(|(source, target)| source == "exporter-data"
+                && target == "/var/lib/wechat-miniprogram-exporter"),
+        "{exporter_volumes:?}"
+    );
+
     let grafana_sources: Vec<String> = volumes(&services["grafana"])
         .into_iter()
         .map(|(source, _)| source)
@@ -304,6 +314,8 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_values_file() {
         Some(format!("{CHART}/ci/sharded-values.yaml")),
         Some(format!("{CHART}/ci/monitoring-values.yaml")),
         Some(format!("{CHART}/ci/secure-values.yaml")),
+        Some(format!("{CHART}/ci/persistence-values.yaml")),
+        Some(format!("{CHART}/ci/persistence-single-values.yaml")),
     ];
     let dir = temp_dir("helm");
     for (n, values) in variants.iter().enumerate() {
@@ -338,6 +350,15 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_values_file() {
         let container = &pod["containers"][0];
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        // The state has its directory, writable under the read-only root filesystem.
+        let args = container["args"].to_string();
+        assert!(
+            args.contains("--storage.path=/var/lib/wechat-miniprogram-exporter"),
+            "{args}"
+        );
+        let mounts = container["volumeMounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|mount| mount["name"] == "data"
+            && mount["mountPath"] == "/var/lib/wechat-miniprogram-exporter"));
         // Behind basic auth, readiness is asked of /healthz: kubelet cannot authenticate.
         let secure = values
             .as_deref()
@@ -433,6 +454,47 @@ fn tls_and_basic_auth_come_from_a_secret_and_the_probes_and_service_monitor_foll
     let endpoint = &of_kind(&plain, "ServiceMonitor")[0]["spec"]["endpoints"][0];
     assert!(endpoint["scheme"].is_null() && endpoint["basicAuth"].is_null());
     assert_eq!(endpoint["path"], "/metrics");
+}
+
+#[test]
+fn the_state_is_kept_on_an_empty_dir_by_default_and_on_claims_with_persistence() {
+    let volume = |documents: &[Value], kind: &str| -> Option<Value> {
+        let workload = of_kind(documents, kind)[0];
+        let volumes = workload["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        volumes
+            .iter()
+            .find(|volume| volume["name"] == "data")
+            .cloned()
+    };
+    let default = template(None);
+    assert_eq!(
+        volume(&default, "Deployment").unwrap()["emptyDir"],
+        serde_json::json!({})
+    );
+    assert!(of_kind(&default, "PersistentVolumeClaim").is_empty());
+
+    let single = template(Some(&format!("{CHART}/ci/persistence-single-values.yaml")));
+    let claim = of_kind(&single, "PersistentVolumeClaim")[0];
+    let name = claim["metadata"]["name"].as_str().unwrap();
+    assert_eq!(
+        volume(&single, "Deployment").unwrap()["persistentVolumeClaim"]["claimName"],
+        name
+    );
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+
+    let sharded = template(Some(&format!("{CHART}/ci/persistence-values.yaml")));
+    assert!(of_kind(&sharded, "PersistentVolumeClaim").is_empty());
+    assert!(
+        volume(&sharded, "StatefulSet").is_none(),
+        "one claim per pod instead"
+    );
+    let set = of_kind(&sharded, "StatefulSet")[0];
+    let claims = &set["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claims["metadata"]["name"], "data");
+    assert_eq!(claims["spec"]["storageClassName"], "standard");
+    assert_eq!(claims["spec"]["resources"]["requests"]["storage"], "2Gi");
 }
 
 #[test]

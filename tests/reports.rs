@@ -500,7 +500,10 @@ async fn a_week_costs_the_calls_the_readme_lists() {
     // of 13 paths; a token when the last one is within 5 minutes of its 2 hours and a call
     // is due.
     let expected: BTreeMap<String, usize> = [
-        ("getweanalysisappiddailyvisittrend", 3 * (8 + 1) + 4 * (1 + 1)),
+        (
+            "getweanalysisappiddailyvisittrend",
+            3 * (8 + 1) + 4 * (1 + 1),
+        ),
         ("getweanalysisappidweeklyvisittrend", 1 + 1),
         ("getweanalysisappiddailyretaininfo", 7 * 10),
         ("getweanalysisappidweeklyretaininfo", 5),

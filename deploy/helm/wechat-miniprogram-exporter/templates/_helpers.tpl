@@ -81,6 +81,7 @@ spec:
       args:
         - --config=/etc/wechat-miniprogram-exporter/config.toml
         - --web.listen-address=:{{ .Values.service.port }}
+        - --storage.path=/var/lib/wechat-miniprogram-exporter
         {{- if ne .Values.web.telemetryPath "/metrics" }}
         - --web.telemetry-path={{ .Values.web.telemetryPath }}
         {{- end }}
@@ -133,6 +134,8 @@ spec:
           mountPath: /etc/wechat-miniprogram-exporter/config.toml
           subPath: config.toml
           readOnly: true
+        - name: data
+          mountPath: /var/lib/wechat-miniprogram-exporter
         {{- if include "wme.secretName" . }}
         - name: secrets
           mountPath: /etc/wechat-miniprogram-exporter/secrets
@@ -150,6 +153,14 @@ spec:
     - name: config
       configMap:
         name: {{ include "wme.fullname" . }}
+    {{- if not .Values.persistence.enabled }}
+    - name: data
+      emptyDir: {}
+    {{- else if le (int .Values.shards) 1 }}
+    - name: data
+      persistentVolumeClaim:
+        claimName: {{ include "wme.fullname" . }}-data
+    {{- end }}
     {{- with include "wme.secretName" . }}
     - name: secrets
       secret:
