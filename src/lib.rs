@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! config -> wechat (tokens + API client) -> report (one module per report) -> poller (schedule,
-//! retries) -> metrics -> store -> server
+//! retries) -> metrics -> state -> store -> fleet (pollers per app, reload, discovery) -> server
 //! ```
 //!
 //! - [`clock`]: injectable time. [`config`]: TOML and environment, validated once into typed
@@ -18,12 +18,20 @@
 //!   answer is read, what is kept, the families they are exported as, and their simulated
 //!   answers (which use [`simulation::model`], the simulated numbers).
 //! - [`policy`]: what to do after an error, for the agent and `backfill` alike.
-//! - [`sink`]: what the poller hands on (held periods, job statuses).
+//!   [`publication`]: when each app's data is usually published, and so from when to ask.
+//! - [`sink`]: what the poller hands on (held periods with their answers, job statuses) and
+//!   what it starts from ([`sink::Resume`]).
 //! - [`poller`]: per app, what is due and when. [`supervise`]: keeps each app's poller alive;
 //!   a panic is that app's error, shown and retried, never a silence.
 //! - [`metrics`]: the whole exposition: every report, the data's age, health, self-metrics.
-//! - [`store`]: the held data, rendered once per change into cached bytes.
-//! - [`server`]: `/metrics`, `/`, `/apps/NAME`, `/healthz`, `/readyz` over the store; the
+//! - [`state`]: the answers behind each held period and the learned hours, on disk under
+//!   `--storage.path`, read back through each report's own parsing.
+//! - [`store`]: the held data, rendered once per change into cached bytes (compressed as it
+//!   is rendered; the text only while scrapers ask for it).
+//! - [`fleet`]: one supervised poller per app, kept in step with a configuration: only what
+//!   changed changes. [`discovery`]: apps listed by files and a URL. [`reload`]: SIGHUP,
+//!   `POST /-/reload` and discovery applied to the fleet.
+//! - [`server`]: `/metrics`, `/`, `/apps/NAME`, `/healthz`, `/readyz`, `POST /-/reload`; the
 //!   exporter-toolkit web configuration (TLS, basic auth, headers) and an accept loop that
 //!   bounds connections, request heads and the drain.
 //! - [`backfill`]: the other way out of `report` and `metrics`: past periods fetched once each
@@ -35,7 +43,7 @@
 //! # Invariants
 //!
 //! - No scrape ever calls WeChat: `/metrics` reads the store only.
-//! - A period is fetched once it is published, then never again.
+//! - A period is fetched once it is published, then never again, not even after a restart.
 //! - Nothing is exported as 0 because data was missing: a period not yet published, a field
 //!   left out, a retention key too young to be known, all are absent, never zero.
 //! - One failing app never delays another; at most `polling.concurrency` requests are in
@@ -74,15 +82,15 @@ pub mod sink;
 pub mod poller;
 pub mod supervise;
 
-pub mod fleet;
-
-pub mod discovery;
-pub mod reload;
-
 pub mod metrics;
 
 pub mod state;
 pub mod store;
+
+pub mod fleet;
+
+pub mod discovery;
+pub mod reload;
 
 pub mod server;
 
