@@ -21,7 +21,10 @@ use wechat_miniprogram_exporter::backfill::openmetrics::Written;
 use wechat_miniprogram_exporter::backfill::plan::plan;
 use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Shard, Web};
+use wechat_miniprogram_exporter::config::{
+    merge_apps, parse_listen_address, Config, Overrides, Shard, Web,
+};
+use wechat_miniprogram_exporter::discovery::Discovery;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::server::listen::{self, Limits};
@@ -210,7 +213,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(file, &overrides).await,
-        Command::CheckConfig => Ok(check_config(file, &overrides)),
+        Command::CheckConfig => Ok(check_config(file, &overrides).await),
         Command::Once => once(file, &overrides).await,
         Command::Demo => demo(&overrides).await,
         Command::Backfill(args) => backfill(file, &overrides, args).await,
@@ -243,7 +246,7 @@ async fn serve(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Exi
 }
 
 /// `check-config`: validate and describe the configuration.
-fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
+async fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
     let config = match load(file, overrides) {
         Ok(config) => config,
         Err(code) => return code,
@@ -267,7 +270,45 @@ fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
             app.token.name()
         );
     }
-    ExitCode::SUCCESS
+    check_discovery(&config).await
+}
+
+/// Reads the discovery sources once and lists what they give (problems are logged).
+async fn check_discovery(config: &Config) -> ExitCode {
+    if !config.discovery.is_configured() {
+        return ExitCode::SUCCESS;
+    }
+    let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
+    discovery.read_files();
+    discovery.read_url().await;
+    let mut sources = vec![("the configuration".to_string(), config.apps.clone())];
+    for (source, apps) in discovery.lists() {
+        println!(
+            "  discovery source {source}: {} Mini Program(s)",
+            apps.len()
+        );
+        for app in apps {
+            println!(
+                "    {} ({}), token from {}",
+                app.name,
+                app.appid,
+                app.token.name()
+            );
+        }
+        sources.push((format!("discovery source {source}"), apps.clone()));
+    }
+    match merge_apps(&sources) {
+        Ok(apps) => {
+            println!("  {} Mini Program(s) in all", apps.len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("error: {problem}");
+            }
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `once`: poll every app once and print the exposition.

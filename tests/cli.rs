@@ -309,3 +309,38 @@ fn simulate_serves_the_api_that_the_example_config_points_at() {
         );
     }
 }
+
+#[test]
+fn check_config_reads_the_discovery_files_and_names_an_app_listed_twice() {
+    let listed = temp_file(
+        "discovered.yaml",
+        "- name: blog\n  appid: wx4444444444444444\n  token_source: url\n  token_url: http://tokens/{appid}\n",
+    );
+    let config = temp_file(
+        "discovery.toml",
+        &format!("[discovery]\nfiles = [\"{}\"]\n", listed.display()),
+    );
+    let output = run(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("blog (wx4444444444444444), token from url"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 Mini Program(s) in all"), "{stdout}");
+
+    let clash = temp_file(
+        "clash.toml",
+        &format!(
+            "[discovery]\nfiles = [\"{}\"]\n[apps.blog]\nappid = \"wx5555555555555555\"\nsecret = \"s\"\n",
+            listed.display()
+        ),
+    );
+    let output = run(&["--config", clash.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("\"blog\" is in the configuration and in discovery source"),
+        "{stderr}"
+    );
+}
