@@ -6,11 +6,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
 use wechat_miniprogram_exporter::reload::Source;
-use wechat_miniprogram_exporter::simulation::Call;
+use wechat_miniprogram_exporter::simulation::{Call, Simulation};
 
 use common::prometheus::temp_dir;
 use common::{
@@ -41,18 +43,45 @@ fn state_file(storage: &Path, appid: &str, file: &str) -> PathBuf {
     storage.join("apps").join(appid).join(file)
 }
 
-#[tokio::test]
-async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_nothing() {
-    let storage = temp_dir("durable-restart");
-    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
-    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
+/// A first exporter that fetched everything at 2024-06-05 12:00 with its state on
+/// `storage`, then stopped: what a second one starts from.
+struct FirstRun {
+    sim: Simulation,
+    api: SocketAddr,
+    clock: Clock,
+    config: Config,
+    /// The data series it served.
+    before: Vec<String>,
+}
 
+async fn first_run(storage: &Path) -> FirstRun {
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let config = config_with_storage(&config_toml(&two_apps(), api, ""), storage);
     let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
     first.settle().await;
     let before = data_series(&first.scrape().await);
-    assert!(before.len() > 500, "{} series", before.len());
     first.stop().await;
     drop(first);
+    FirstRun {
+        sim,
+        api,
+        clock,
+        config,
+        before,
+    }
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_nothing() {
+    let storage = temp_dir("durable-restart");
+    let FirstRun {
+        sim,
+        api,
+        clock,
+        config,
+        before,
+    } = first_run(&storage).await;
+    assert!(before.len() > 500, "{} series", before.len());
     assert!(state_file(&storage, SHOP, "visit_trend.daily.json").is_file());
     let calls = sim.calls().len();
 
@@ -84,13 +113,13 @@ async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_
 #[tokio::test]
 async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again() {
     let storage = temp_dir("durable-broken");
-    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
-    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
-    first.settle().await;
-    let before = data_series(&first.scrape().await);
-    first.stop().await;
-    drop(first);
+    let FirstRun {
+        sim,
+        api,
+        clock,
+        config,
+        before,
+    } = first_run(&storage).await;
 
     let file = |name: &str| state_file(&storage, SHOP, name);
     let text = |name: &str| std::fs::read_to_string(file(name)).unwrap();
@@ -147,12 +176,9 @@ async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again()
 #[tokio::test]
 async fn an_app_no_longer_configured_leaves_no_series_behind() {
     let storage = temp_dir("durable-removed");
-    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
-    let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
-    first.settle().await;
-    first.stop().await;
-    drop(first);
+    let FirstRun {
+        sim, api, clock, ..
+    } = first_run(&storage).await;
 
     let shop_only = config_with_storage(&config_toml(&two_apps()[..1], api, ""), &storage);
     let second = spawn_on(&sim, api, &clock, shop_only.clone(), fixed(&shop_only)).await;

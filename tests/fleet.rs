@@ -284,6 +284,20 @@ async fn sighup_reloads_the_configuration_of_the_running_binary() {
     .is_some());
 }
 
+/// An exporter of the configuration `toml` (which does not change) against `sim`, settled.
+async fn spawn_fixed(
+    sim: &wechat_miniprogram_exporter::simulation::Simulation,
+    api: SocketAddr,
+    clock: &wechat_miniprogram_exporter::clock::Clock,
+    toml: &str,
+) -> TestApp {
+    let config = Config::from_toml(toml).unwrap();
+    let source = Source::Fixed(Box::new(config.clone()));
+    let app = spawn_on(sim, api, clock, config, source).await;
+    app.settle().await;
+    app
+}
+
 /// A secret file for `app` in `dir`, and its path.
 fn secret_file(dir: &Path, app: &SimApp) -> String {
     let path = dir.join(format!("{}.secret", app.name));
@@ -313,16 +327,7 @@ async fn discovery_files_are_read_on_change_and_a_broken_one_keeps_its_apps() {
         listed.display(),
         tables(&apps, &["shop"], None)
     );
-    let config = Config::from_toml(&toml).unwrap();
-    let app = spawn_on(
-        &sim,
-        api,
-        &clock,
-        config.clone(),
-        Source::Fixed(Box::new(config)),
-    )
-    .await;
-    app.settle().await;
+    let app = spawn_fixed(&sim, api, &clock, &toml).await;
     assert!(
         series_of(&app.scrape().await, "news") > 100,
         "listed by a file at start"
@@ -425,16 +430,7 @@ async fn url_discovery_keeps_the_last_list_while_the_endpoint_fails() {
         token.display(),
         tables(&apps, &["shop"], None)
     );
-    let config = Config::from_toml(&toml).unwrap();
-    let app = spawn_on(
-        &sim,
-        api,
-        &clock,
-        config.clone(),
-        Source::Fixed(Box::new(config)),
-    )
-    .await;
-    app.settle().await;
+    let app = spawn_fixed(&sim, api, &clock, &toml).await;
     assert!(series_of(&app.scrape().await, "blog") > 100);
 
     *answer.lock().unwrap() = (500, "oops".into());
