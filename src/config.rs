@@ -896,6 +896,15 @@ impl RawReports {
     }
 }
 
+impl Default for Polling {
+    /// The documented defaults.
+    fn default() -> Self {
+        RawConfig::default()
+            .polling
+            .validate(&mut Problems::default())
+    }
+}
+
 impl Default for Reports {
     fn default() -> Self {
         RawConfig::default()

@@ -92,14 +92,8 @@ mod tests {
     }
 
     fn polling() -> Polling {
-        Polling {
-            not_ready_retry: Duration::from_secs(1800),
-            error_backoff_initial: Duration::from_secs(30),
-            error_backoff_max: Duration::from_secs(1800),
-            concurrency: 1,
-            request_timeout: Duration::from_secs(30),
-            first_attempt: Duration::from_secs(6 * 3600),
-        }
+        // The defaults: retry 30m, backoff 30s doubling to 30m.
+        Polling::default()
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! a held period whose calls changed (`portrait_ranges`) is simply fetched again.
 //!
 //! Each file is written whole after each change, atomically (a temporary file, fsync,
-//! rename, fsync of the directory), by one writer thread that the pollers never wait for.
+//! rename, fsync of the directory), by one writer thread; a poller waits only when 64 writes
+//! are already queued (a thousand apps' first round), so memory stays bounded.
 //! Each carries a format version. A file that is missing, truncated, corrupt, of a future
 //! version, or that names another app, another period kind or a period not yet ended is a
 //! warning and is ignored: that job starts afresh. Nothing read from disk is trusted more

@@ -87,14 +87,8 @@ mod tests {
         let sink = Arc::new(Recorded::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = watch::channel(false);
-        let polling = Polling {
-            not_ready_retry: Duration::from_secs(1800),
-            error_backoff_initial: Duration::from_secs(30),
-            error_backoff_max: Duration::from_secs(1800),
-            concurrency: 1,
-            request_timeout: Duration::from_secs(30),
-            first_attempt: Duration::from_secs(6 * 3600),
-        };
+        // The defaults: the first backoff is 30s.
+        let polling = Polling::default();
         let counter = runs.clone();
         let task = tokio::spawn(supervise(
             AppSlot(3),

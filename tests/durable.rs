@@ -43,8 +43,8 @@ fn state_file(storage: &Path, appid: &str, file: &str) -> PathBuf {
     storage.join("apps").join(appid).join(file)
 }
 
-/// A first exporter that fetched everything at 2024-06-05 12:00 with its state on
-/// `storage`, then stopped: what a second one starts from.
+/// A first exporter (with `settings`, TOML) that fetched everything at 2024-06-05 12:00 with
+/// its state on `storage`, then stopped: what a second one starts from.
 struct FirstRun {
     sim: Simulation,
     api: SocketAddr,
@@ -54,9 +54,9 @@ struct FirstRun {
     before: Vec<String>,
 }
 
-async fn first_run(storage: &Path) -> FirstRun {
+async fn first_run(storage: &Path, settings: &str) -> FirstRun {
     let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
-    let config = config_with_storage(&config_toml(&two_apps(), api, ""), storage);
+    let config = config_with_storage(&config_toml(&two_apps(), api, settings), storage);
     let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
     first.settle().await;
     let before = data_series(&first.scrape().await);
@@ -80,7 +80,7 @@ async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_
         clock,
         config,
         before,
-    } = first_run(&storage).await;
+    } = first_run(&storage, "").await;
     assert!(before.len() > 500, "{} series", before.len());
     assert!(state_file(&storage, SHOP, "visit_trend.daily.json").is_file());
     let calls = sim.calls().len();
@@ -119,7 +119,7 @@ async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again()
         clock,
         config,
         before,
-    } = first_run(&storage).await;
+    } = first_run(&storage, "").await;
 
     let file = |name: &str| state_file(&storage, SHOP, name);
     let text = |name: &str| std::fs::read_to_string(file(name)).unwrap();
@@ -174,11 +174,44 @@ async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again()
 }
 
 #[tokio::test]
+async fn new_settings_apply_to_the_answers_read_back_and_only_new_calls_are_made() {
+    let storage = temp_dir("durable-settings");
+    let one_range = "[reports]\nportrait_ranges = [\"1d\"]\n";
+    let FirstRun {
+        sim, api, clock, ..
+    } = first_run(&storage, one_range).await;
+    let calls = sim.calls().len();
+    let settings = "[reports]\nportrait_ranges = [\"1d\", \"7d\"]\npages_top = 5\n";
+    let changed = config_with_storage(&config_toml(&two_apps(), api, settings), &storage);
+    let second = spawn_on(&sim, api, &clock, changed.clone(), fixed(&changed)).await;
+    second.settle().await;
+    let asked: Vec<String> = report_calls(&second.calls_since(calls))
+        .iter()
+        .map(|call| format!("{} {}", call.endpoint, call.body.as_deref().unwrap_or("")))
+        .collect();
+    // Per app, the portrait's ranges as they are now: its held answers lack the 7-day one.
+    assert_eq!(asked.len(), 2 * 2, "{asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|call| call.starts_with("getweanalysisappiduserportrait")),
+        "{asked:?}"
+    );
+    let metrics = second.scrape().await;
+    let pages = common::series(&metrics, "wechat_miniprogram_page_visit_pv")
+        .into_iter()
+        .filter(|line| line.contains("app=\"shop\""))
+        .count();
+    assert_eq!(pages, 5, "pages_top applies to the pages read back");
+    assert!(metrics.contains("range=\"7d\""));
+}
+
+#[tokio::test]
 async fn an_app_no_longer_configured_leaves_no_series_behind() {
     let storage = temp_dir("durable-removed");
     let FirstRun {
         sim, api, clock, ..
-    } = first_run(&storage).await;
+    } = first_run(&storage, "").await;
 
     let shop_only = config_with_storage(&config_toml(&two_apps()[..1], api, ""), &storage);
     let second = spawn_on(&sim, api, &clock, shop_only.clone(), fixed(&shop_only)).await;

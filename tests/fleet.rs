@@ -218,7 +218,8 @@ async fn sighup_reloads_the_configuration_of_the_running_binary() {
     let dir = temp_dir("fleet-sighup");
     let file = dir.join("config.toml");
     let head = format!("api_base_url = \"http://{api}\"\n");
-    write(&file, &(head.clone() + &tables(&apps, &["shop"], None)));
+    let wrong = Some("a-wrong-secret");
+    write(&file, &(head.clone() + &tables(&apps, &["shop"], wrong)));
     let exporter = ExporterProcess::start(&file, &[]).await;
     let wait_for = |what: &'static str, check: Box<dyn Fn(&str) -> bool>| {
         let exporter = &exporter;
@@ -245,21 +246,33 @@ async fn sighup_reloads_the_configuration_of_the_running_binary() {
         assert!(status.success());
     };
 
+    wait_for(
+        "shop down with a wrong secret",
+        Box::new(|metrics| {
+            sample(metrics, "wechat_miniprogram_up", &[("app", "shop")]) == Some(0.0)
+        }),
+    )
+    .await;
     write(
         &file,
         &(head.clone() + &tables(&apps, &["shop", "news"], None)),
     );
     hangup();
     wait_for(
-        "news polled after SIGHUP",
+        "news added and shop's secret changed after SIGHUP",
         Box::new(|metrics| {
-            sample(
-                metrics,
-                "wechat_miniprogram_visit_uv",
-                &[("app", "news"), ("period", "daily")],
-            )
-            .is_some()
+            let news = [("app", "news"), ("period", "daily")];
+            sample(metrics, "wechat_miniprogram_visit_uv", &news).is_some()
+                && sample(metrics, "wechat_miniprogram_up", &[("app", "shop")]) == Some(1.0)
         }),
+    )
+    .await;
+
+    write(&file, &(head.clone() + &tables(&apps, &["news"], None)));
+    hangup();
+    wait_for(
+        "shop removed after SIGHUP",
+        Box::new(|metrics| series_of(metrics, "shop") == 0),
     )
     .await;
 

@@ -1,11 +1,12 @@
 //! The request shape the datacube reports share: `POST datacube/<name>` with
 //! `{"begin_date": "yyyymmdd", "end_date": "yyyymmdd"}` naming exactly one period.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 
 use super::Refusal;
 use crate::period::{Period, PeriodKind};
+use crate::simulation::model::{Model, Request};
 use crate::wechat::Call;
 
 /// The call asking `path` for `period`.
@@ -46,6 +47,21 @@ pub fn requested(kind: PeriodKind, body: &Value) -> Result<Period, Refusal> {
         return Err((61501, "date range error"));
     }
     Ok(period)
+}
+
+/// Simulation: a datacube report's answer to `request`: the period its body names, as
+/// WeChat publishes it (`answer` for it once published, `empty` before).
+pub fn simulate(
+    request: &Request<'_>,
+    answer: impl FnOnce(&Model, Period, DateTime<Utc>) -> Value,
+    empty: impl FnOnce(Period) -> Value,
+) -> Result<Value, Refusal> {
+    let period = requested(request.kind, request.body)?;
+    request.publish(
+        period,
+        || answer(&request.model, period, request.now),
+        || empty(period),
+    )
 }
 
 #[cfg(test)]

@@ -239,12 +239,8 @@ impl ReportSpec for Retention {
     }
 
     fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {
-        let period = datacube::requested(request.kind, request.body)?;
-        request.publish(
-            period,
-            || self.answer(&request.model, period, request.now),
-            || self.empty(period),
-        )
+        let answer = |model: &Model, period, now| self.answer(model, period, now);
+        datacube::simulate(request, answer, |period| self.empty(period))
     }
 }
 

@@ -312,7 +312,6 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
             "tls_server_config.{key}: not supported by this exporter (rustls)"
         ));
     }
-    let _ = tls.prefer_server_cipher_suites;
     // The settings first, then the files they name.
     let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
     let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
@@ -328,6 +327,8 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
         format!("tls_server_config: the certificate and key do not go together: {error}")
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's cipher suite order wins, as the exporter-toolkit's default says.
+    config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
