@@ -139,6 +139,65 @@ async fn the_daily_summary_and_launch_times_are_the_simulated_values() {
 }
 
 #[tokio::test]
+async fn the_portrait_of_every_range_is_exported_however_its_ref_date_is_written() {
+    use wechat_miniprogram_exporter::simulation::RefDateForm;
+    let mut apps = two_apps();
+    let mut third = apps[0].clone();
+    third.name = "blog".into();
+    third.appid = "wx3333333333333333".into();
+    third.secret = "secret-blog-0123456789".into();
+    apps.push(third);
+    // shop answers as the official example does (a range named by its first day), news
+    // with the range written out, blog with its last day.
+    let forms = [
+        RefDateForm::FirstDay,
+        RefDateForm::Range,
+        RefDateForm::LastDay,
+    ];
+    for (app, form) in apps.iter_mut().zip(forms) {
+        app.portrait_ref_date = form;
+    }
+    let app = spawn_app_with(
+        apps.clone(),
+        beijing("2024-06-05 12:00"),
+        EVERY_REPORT,
+        |t| t,
+        |_| {},
+    )
+    .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    let yesterday = day("20240604");
+    let week = calls("user_portrait", yesterday).remove(1);
+    let written = simulated_call(&apps[0], "user_portrait", &week, date("2024-06-04"));
+    assert_eq!(
+        written["ref_date"], "20240529",
+        "the 7 days named by their first day"
+    );
+    for sim in &apps {
+        for range in ["1d", "7d", "30d"] {
+            let labels = [("app", sim.name.as_str()), ("range", range)];
+            assert!(
+                sample(&metrics, "wechat_miniprogram_portrait_uv", &labels).is_some(),
+                "{} ({:?}): no portrait of {range}",
+                sim.name,
+                sim.portrait_ref_date
+            );
+        }
+        let portrait_calls = app
+            .calls_of(&sim.appid)
+            .into_iter()
+            .filter(|call| call.endpoint == "getweanalysisappiduserportrait")
+            .count();
+        assert_eq!(
+            portrait_calls, 3,
+            "{}: one call per range, none again",
+            sim.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_portrait_performance_data_and_quota_are_the_simulated_values() {
     let app = every_report_at("2024-06-05 12:00").await;
     app.settle().await;

@@ -16,6 +16,7 @@ use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulation::RefDateForm;
 use crate::wechat::wire::{note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -247,20 +248,29 @@ impl ReportSpec for UserPortrait {
     }
 }
 
-/// Checks that the answer's `ref_date`, when present, is the day asked or the range asked.
+/// Checks that the answer's `ref_date`, when present, names the range asked: WeChat writes
+/// it as the range (`20170611-20170617`), as its first day (the official example answers the
+/// 7-day request 20170611..20170617 with `"ref_date": "20170611"`) or as its last day.
+/// Anything else is an answer for another range.
 fn check_range(ref_date: Option<&str>, call: &Call) -> Result<(), WeChatError> {
     let Some(text) = ref_date.map(str::trim) else {
         return Ok(());
     };
-    let end = call.asks.end();
-    let begin = end - Days::new(u64::from(call.part.max(1)) - 1);
-    let range = format!("{}-{}", begin.format("%Y%m%d"), end.format("%Y%m%d"));
-    if text == call.asks.ref_date() || text == range {
+    let (begin, end) = range_of(call);
+    let day = |date: NaiveDate| date.format("%Y%m%d").to_string();
+    let range = format!("{}-{}", day(begin), day(end));
+    if text == range || text == day(begin) || text == day(end) {
         return Ok(());
     }
     Err(WeChatError::Decode(format!(
         "answer is for ref_date {text:?}, not {range}"
     )))
+}
+
+/// The first and last day a call asks for: its range of `part` days ending on its day.
+fn range_of(call: &Call) -> (NaiveDate, NaiveDate) {
+    let end = call.asks.end();
+    (end - Days::new(u64::from(call.part.max(1)) - 1), end)
 }
 
 /// The simulated portrait of the days `begin..=end`.
@@ -279,10 +289,12 @@ fn simulated(model: &Model, begin: NaiveDate, end: NaiveDate) -> Value {
         7 => 0.42,
         _ => 0.21,
     };
-    let ref_date = if days == 1 {
-        end.format("%Y%m%d").to_string()
-    } else {
-        format!("{}-{}", begin.format("%Y%m%d"), end.format("%Y%m%d"))
+    let day = |date: NaiveDate| date.format("%Y%m%d").to_string();
+    let ref_date = match model.app.portrait_ref_date {
+        _ if days == 1 => day(end),
+        RefDateForm::FirstDay => day(begin),
+        RefDateForm::LastDay => day(end),
+        RefDateForm::Range => format!("{}-{}", day(begin), day(end)),
     };
     let salt = format!("portrait{days}");
     json!({
@@ -489,6 +501,63 @@ mod tests {
             entries(&read.active, "gender"),
             [("男".to_string(), 14534.0)]
         );
+    }
+
+    /// The official example: the 7-day request 20170611..20170617, answered with the range's
+    /// first day as `ref_date`.
+    const OFFICIAL_EXAMPLE: &str = r#"{"ref_date":"20170611","visit_uv_new":{"province":[{"id":31,"name":"广东省","value":215}],"city":[{"id":3102,"name":"广州","value":78}],"genders":[{"id":1,"name":"男","value":2146}],"platforms":[{"id":1,"name":"iPhone","value":27642}],"devices":[{"name":"OPPO R9","value":61}],"ages":[{"id":1,"name":"17岁以下","value":151}]},"visit_uv":{"province":[{"id":31,"name":"广东省","value":1341}],"city":[{"id":3102,"name":"广州","value":234}],"genders":[{"id":1,"name":"男","value":14534}],"platforms":[{"id":1,"name":"iPhone","value":21750}],"devices":[{"name":"OPPO R9","value":617}],"ages":[{"id":1,"name":"17岁以下","value":3156}]}}"#;
+
+    /// The calls of yesterday 2017-06-17, by range in days.
+    fn call_of(days: u32) -> Call {
+        let period = Period::parse_ref_date("20170617").unwrap();
+        let calls = UserPortrait.calls(period, &Reports::default());
+        calls.into_iter().find(|call| call.part == days).unwrap()
+    }
+
+    #[test]
+    fn the_official_example_answers_the_seven_day_request_with_its_first_day() {
+        let call = call_of(7);
+        assert_eq!(
+            call.body, r#"{"begin_date":"20170611","end_date":"20170617"}"#,
+            "the official example's request"
+        );
+        let answer = crate::wechat::wire::answer(OFFICIAL_EXAMPLE.as_bytes())
+            .unwrap()
+            .unwrap();
+        let read = UserPortrait.parse(&call, answer).unwrap().unwrap();
+        assert_eq!(entries(&read.new, "city"), [("广州".to_string(), 78.0)]);
+        assert_eq!(
+            entries(&read.active, "age"),
+            [("17岁以下".to_string(), 3156.0)]
+        );
+    }
+
+    #[test]
+    fn a_range_is_named_by_its_first_day_its_last_day_or_both_and_nothing_else() {
+        let portrait = |ref_date: &str| json!({"ref_date": ref_date, "visit_uv": {"genders": [{"id": 1, "name": "男", "value": 1}]}});
+        // (range in days, ref_date, accepted)
+        let table = [
+            (7, "20170611", true),
+            (7, "20170617", true),
+            (7, "20170611-20170617", true),
+            (30, "20170519", true),
+            (30, "20170617", true),
+            (30, "20170519-20170617", true),
+            (1, "20170617", true),
+            (7, "20170612", false),
+            (7, "20170610-20170616", false),
+            (7, "20170618", false),
+            (30, "20170611", false),
+            (1, "20170616", false),
+            (7, "201706", false),
+        ];
+        for (days, ref_date, accepted) in table {
+            let parsed = UserPortrait.parse(&call_of(days), portrait(ref_date));
+            assert_eq!(parsed.is_ok(), accepted, "{days} days, ref_date {ref_date}");
+            if !accepted {
+                assert!(matches!(parsed, Err(WeChatError::Decode(_))), "{ref_date}");
+            }
+        }
     }
 
     #[test]

@@ -43,6 +43,19 @@ pub enum NotReady {
     Errcode,
 }
 
+/// How an app's answers write the `ref_date` of a range of days (the user portrait's 7 and
+/// 30 days): WeChat's own example answers the 7-day request 20170611..20170617 with its first
+/// day, `"20170611"`; others have seen the last day and the range written out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefDateForm {
+    /// The range's first day, as the official example (the default).
+    FirstDay,
+    /// The range's last day.
+    LastDay,
+    /// The range written out, `20170611-20170617`.
+    Range,
+}
+
 /// A simulated Mini Program.
 #[derive(Clone, Debug)]
 pub struct SimApp {
@@ -70,6 +83,8 @@ pub struct SimApp {
     /// Publication days (the day after a period ends) when WeChat publishes this many
     /// minutes later than usual.
     pub late: BTreeMap<NaiveDate, u32>,
+    /// How its portrait answers write the `ref_date` of 7 and 30 days.
+    pub portrait_ref_date: RefDateForm,
 }
 
 impl SimApp {
@@ -87,6 +102,7 @@ impl SimApp {
             publish_minute: 0,
             publish_spread: 0,
             late: BTreeMap::new(),
+            portrait_ref_date: RefDateForm::FirstDay,
         }
     }
 }
@@ -97,6 +113,7 @@ pub fn demo_apps() -> Vec<SimApp> {
     shop.not_ready = NotReady::EmptyList;
     let mut news = SimApp::new("news", "wx7c3d9e1f0a2b4c65", "demo-secret-news", 180_000.0);
     news.not_ready = NotReady::Errcode;
+    news.portrait_ref_date = RefDateForm::Range;
     let mut tickets = SimApp::new(
         "tickets",
         "wx0f9e8d7c6b5a4f32",
@@ -104,6 +121,7 @@ pub fn demo_apps() -> Vec<SimApp> {
         4_800.0,
     );
     tickets.publish_hour = 15;
+    tickets.portrait_ref_date = RefDateForm::LastDay;
     vec![shop, news, tickets]
 }
 
@@ -112,12 +130,19 @@ pub fn demo_apps() -> Vec<SimApp> {
 pub fn generated_apps(n: usize) -> Vec<SimApp> {
     (0..n)
         .map(|i| {
-            SimApp::new(
+            let mut app = SimApp::new(
                 &format!("app{i:04}"),
                 &format!("wx{:016x}", 0x00c0_ffee_0000_u64 + i as u64),
                 &format!("demo-secret-{i:04}"),
                 500.0 + (i % 97) as f64 * 300.0,
-            )
+            );
+            let forms = [
+                RefDateForm::FirstDay,
+                RefDateForm::Range,
+                RefDateForm::LastDay,
+            ];
+            app.portrait_ref_date = forms[i % forms.len()];
+            app
         })
         .collect()
 }
