@@ -120,7 +120,18 @@ fn respond(request: &Request<'_>, token: String, body: Option<Value>) -> Respons
         super::model::noting_not_ready(|| request.report.simulate(&simulated));
     request.not_ready.set(not_ready);
     match answer {
-        Ok(answer) => request.answer(0, Json(answer).into_response(), Some(&appid)),
+        Ok(answer) => request.answer(0, as_wechat_writes(&answer), Some(&appid)),
         Err(refused) => request.refuse(refused, Some(&appid)),
     }
+}
+
+/// `answer` as WeChat writes JSON: every `/` escaped as `\/` (`"pages\/index\/index"`), as
+/// PHP's `json_encode` does and live answers show. Outside strings JSON has no `/`.
+fn as_wechat_writes(answer: &Value) -> Response {
+    let text = answer.to_string().replace('/', "\\/");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
