@@ -11,12 +11,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chrono::{Days, Utc};
+use chrono::Days;
 use serde_json::Value;
 
 use common::prometheus::{create_blocks, run_binary, temp_dir, ExporterProcess, Prometheus};
 use common::{beijing, two_apps};
-use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
+use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::simulation::Fault;
 
 const DASHBOARDS: [&str; 7] = [
@@ -187,9 +187,12 @@ fn dashboards_follow_the_conventions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_reduced_day_only() {
     let dir = temp_dir("dashboards");
-    // Both apps publish at midnight, so the exporter holds yesterday at any hour of the test.
+    // What this test of the real clock assumes, set here: both apps publish yesterday at
+    // midnight, the exporter asks from midnight (polling.first_attempt) and the history says
+    // so (--published-at 00:00), so that yesterday is there at any hour of the day, live (and,
+    // three hours after midnight, in the history too); and the test runs on one Beijing day.
+    let today = common::clear_of_beijing_midnight(Duration::from_secs(120)).await;
     let mut apps = two_apps();
-    let today = beijing_date(Utc::now());
     let reduced = today - Days::new(1);
     for app in &mut apps {
         app.publish_hour = 0;
@@ -197,7 +200,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
     apps[0].dips.insert(reduced, 0.5);
     let (sim, api) = common::spawn_simulation(apps.clone()).await;
     let config = dir.join("config.toml");
-    let extra = "[polling]\nerror_backoff_initial = \"1s\"\nerror_backoff_max = \"2s\"\n\
+    let extra = "[polling]\nfirst_attempt = \"00:00\"\nerror_backoff_initial = \"1s\"\nerror_backoff_max = \"2s\"\n\
         [reports]\nenabled = [\"visit_trend\", \"retention\", \"visit_distribution\", \"visit_page\", \"daily_summary\", \"user_portrait\", \"launch_time\", \"performance\", \"js_errors\", \"quota\"]\n";
     std::fs::write(&config, common::config_toml(&apps, api, extra)).unwrap();
 
@@ -263,7 +266,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
     // Wait for a few scrapes, the recovered errors and the first rule evaluations.
     let started = Instant::now();
     loop {
-        let now = Utc::now();
+        let now = prometheus.now().await;
         let alerts = prometheus
             .query("ALERTS{alertname=\"WeChatMiniProgramVisitUVDrop\"}", now)
             .await;
@@ -288,7 +291,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let now = Utc::now();
+    let now = prometheus.now().await;
 
     // (b) The drop alert is active for the shop, whose latest day has half its visitors.
     let alerts = prometheus

@@ -266,7 +266,7 @@ async fn the_secure_compose_overlay_scrapes_the_exporter_over_tls_with_basic_aut
     let started = std::time::Instant::now();
     loop {
         let up = prometheus
-            .value("up{job=\"wechat-miniprogram\"}", chrono::Utc::now())
+            .value("up{job=\"wechat-miniprogram\"}", prometheus.now().await)
             .await;
         if up == Some(1.0) {
             break;
@@ -278,7 +278,7 @@ async fn the_secure_compose_overlay_scrapes_the_exporter_over_tls_with_basic_aut
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let scraped = prometheus
-        .value("wechat_miniprogram_exporter_apps", chrono::Utc::now())
+        .value("wechat_miniprogram_exporter_apps", prometheus.now().await)
         .await;
     assert!(scraped.is_some(), "the exporter's own metrics are scraped");
 }

@@ -190,7 +190,7 @@ mod tests {
         let model = Model { app: &app };
         let total = |ref_date: &str| {
             let day = Period::parse_ref_date(ref_date).unwrap();
-            DailySummary.answer(&model, day, Utc::now())["list"][0]["visit_total"]
+            DailySummary.answer(&model, day, day.end_instant())["list"][0]["visit_total"]
                 .as_i64()
                 .unwrap()
         };

@@ -130,7 +130,10 @@ fn respond(request: &Request<'_>, token: String, body: Option<Value>) -> Respons
 fn as_wechat_writes(answer: &Value) -> Response {
     let text = answer.to_string().replace('/', "\\/");
     (
-        [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )],
         text,
     )
         .into_response()

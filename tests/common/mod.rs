@@ -38,6 +38,25 @@ pub fn beijing(text: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Waits, if need be, until a test of the real clock that takes up to `lasting` cannot
+/// straddle a Beijing midnight, and returns the Beijing date it runs on: such a test computes
+/// "yesterday" once, and the exporter it starts must see the same.
+pub async fn clear_of_beijing_midnight(lasting: Duration) -> NaiveDate {
+    use wechat_miniprogram_exporter::period::beijing_date;
+    let now = Utc::now();
+    let lasting = chrono::Duration::from_std(lasting).unwrap();
+    let today = beijing_date(now);
+    if beijing_date(now + lasting) == today {
+        return today;
+    }
+    let midnight = wechat_miniprogram_exporter::period::beijing_midnight(today.succ_opt().unwrap());
+    let wait = (midnight - now + chrono::Duration::seconds(5))
+        .to_std()
+        .unwrap();
+    tokio::time::sleep(wait).await;
+    beijing_date(Utc::now())
+}
+
 /// Two simulated apps: `shop` answers empty lists before publication, `news` errcode 61503.
 pub fn two_apps() -> Vec<SimApp> {
     let shop = SimApp::new(

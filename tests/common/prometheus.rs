@@ -143,6 +143,14 @@ impl Prometheus {
         }
     }
 
+    /// Prometheus's own time: the instant to ask about what it scraped. Its clock, not this
+    /// process's, stamps the samples (they may differ: Prometheus is another program).
+    pub async fn now(&self) -> DateTime<Utc> {
+        let body = self.get("/api/v1/query", &[("query", "time()")]).await;
+        let seconds: f64 = body["data"]["result"][1].as_str().unwrap().parse().unwrap();
+        DateTime::from_timestamp(seconds as i64, 0).unwrap()
+    }
+
     /// The result of the instant query `expr` at `at`; panics if Prometheus refuses it.
     pub async fn query(&self, expr: &str, at: DateTime<Utc>) -> Vec<Sample> {
         let body = self
