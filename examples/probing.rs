@@ -93,7 +93,7 @@ async fn run(late: bool) -> anyhow::Result<()> {
         .await?;
     let config = Config::from_toml(&config_for(&apps, &format!("http://{api}")))
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let exporter = Exporter::build(&config, clock.clone());
+    let exporter = Exporter::build(&config, clock.clone()).unwrap();
     exporter.start(&config)?;
 
     // Day 0 is the start (the first round fetches what is out); days 1..=DAYS are measured.

@@ -32,25 +32,25 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Builds the store of `config`, over its state directory if it has one and it opens
-    /// (else in memory, with a warning: serving matters more than remembering).
-    pub fn build(config: &Config, clock: Clock) -> Exporter {
+    /// Builds the store of `config`, over its state directory if it has one. A directory
+    /// another exporter holds is refused (two exporters on one directory would overwrite each
+    /// other's state and double every call).
+    pub fn build(config: &Config, clock: Clock) -> Result<Exporter, String> {
         let exporter_metrics = !config.web.disable_exporter_metrics;
         let self_metrics = Arc::new(SelfMetrics::with_exporter_metrics(exporter_metrics));
-        let disk = config.storage.as_deref().and_then(|path| match StateDir::open(path) {
-            Ok(disk) => Some(disk),
-            Err(problem) => {
-                tracing::error!(problem, "--storage.path: the state is kept in memory only; a restart fetches every period again");
-                None
+        let disk = match config.storage.as_deref() {
+            Some(path) => {
+                Some(StateDir::open(path).map_err(|problem| format!("--storage.path: {problem}"))?)
             }
-        });
+            None => None,
+        };
         let store = Arc::new(Store::empty(self_metrics, disk));
         let fleet = Arc::new(Fleet::new(store.clone(), clock.clone()));
-        Exporter {
+        Ok(Exporter {
             store,
             fleet,
             clock,
-        }
+        })
     }
 
     /// Starts polling the apps of `config` in the background, each supervised (a panic

@@ -317,9 +317,14 @@ async fn once(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Exit
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    let (store, failed) = Exporter::build(&config, Clock::System)
-        .poll_once(&config)
-        .await?;
+    let exporter = match Exporter::build(&config, Clock::system()) {
+        Ok(exporter) => exporter,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (store, failed) = exporter.poll_once(&config).await?;
     print!("{}", String::from_utf8_lossy(&store.metrics(false)));
     Ok(if failed {
         ExitCode::FAILURE
@@ -330,7 +335,7 @@ async fn once(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Exit
 
 /// `demo`: the simulated API in the background, and the exporter polling it.
 async fn demo(overrides: &Overrides) -> anyhow::Result<ExitCode> {
-    let simulation = Simulation::new(demo_apps(), Clock::System);
+    let simulation = Simulation::new(demo_apps(), Clock::system());
     let api = simulation
         .clone()
         .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -385,9 +390,16 @@ async fn run(config: &Config, source: Source, demo: Option<&str>) -> anyhow::Res
         );
     }
     tracing::info!(address = %address, apps = config.apps.len(), tls = web.as_ref().is_some_and(|web| web.current().tls.is_some()), version = env!("CARGO_PKG_VERSION"), "serving {}", config.web.telemetry_path);
-    let exporter = Exporter::build(config, Clock::System);
+    let clock = Clock::system();
+    let exporter = match Exporter::build(config, clock.clone()) {
+        Ok(exporter) => exporter,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let (stop, stopped) = watch::channel(false);
-    let control = match start_control(config, source, &exporter, stopped).await {
+    let control = match start_control(config, source, &exporter, stopped, clock).await {
         Ok(control) => control,
         Err(problems) => {
             eprintln!("error: {problems}");
@@ -419,6 +431,7 @@ async fn start_control(
     source: Source,
     exporter: &Exporter,
     stopped: watch::Receiver<bool>,
+    clock: Clock,
 ) -> Result<Arc<Control>, String> {
     let metrics = exporter.store.self_metrics().clone();
     let control = Control::new(
@@ -426,7 +439,7 @@ async fn start_control(
         config.clone(),
         exporter.fleet.clone(),
         metrics,
-        Clock::System,
+        clock,
     );
     let control = Arc::new(control);
     control.start().await?;
@@ -470,18 +483,19 @@ async fn stop_pollers(exporter: &Exporter) {
         tracing::warn!("pollers did not stop within 5s; exiting anyway");
     }
     let store = exporter.store.clone();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || store.flush()),
-    )
-    .await;
+    // The flush waits at most 5 s whatever the disk does (a blocked volume never holds the
+    // exit): what is not on disk by then is fetched again after the restart.
+    let flushed = tokio::task::spawn_blocking(move || store.flush(Duration::from_secs(5))).await;
+    if !matches!(flushed, Ok(true)) {
+        tracing::warn!("the state was not all written within 5s; what is missing is fetched again after a restart");
+    }
 }
 
 /// `simulate`: only the simulated WeChat API, until a signal.
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut all = demo_apps();
     all.extend(generated_apps(args.apps));
-    let simulation = Simulation::new(all, Clock::System);
+    let simulation = Simulation::new(all, Clock::system());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -529,7 +543,7 @@ async fn backfill(
         step: args.step,
         published_at: args.published_at,
     };
-    let plan = match plan(&config, &options, Clock::System.now()) {
+    let plan = match plan(&config, &options, Clock::system().now()) {
         Ok(plan) => plan,
         Err(problem) => {
             eprintln!("error: {problem}");
@@ -545,7 +559,7 @@ async fn backfill(
     );
     let progress = Arc::new(Progress::new(plan.fetches()));
     let drawing = tokio::spawn(draw_progress(progress.clone()));
-    let history = fetch(&config, plan, Clock::System, progress.clone()).await;
+    let history = fetch(&config, plan, Clock::system(), progress.clone()).await;
     drawing.abort();
     let _ = drawing.await;
     let history = history.context("building the HTTP client")?;

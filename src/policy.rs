@@ -3,23 +3,52 @@
 //! [`react`] is pure: given how the error is classed, how many times in a row the call has
 //! failed, the time and the backoff settings, it says when to try again and whether the whole
 //! app must pause (a quota is per app, so its other calls would fail the same way). Jitter
-//! comes in as a number so that the table of cases below can pin every answer.
+//! comes in as a number so that the table of cases below can pin every answer. A retry is a
+//! delay (measured on the monotonic clock, so that a step of the wall clock neither stretches
+//! nor skips it) or, for the daily quota, an instant of the calendar.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Days, Timelike, Utc};
 
-use crate::clock::after;
+use crate::clock::Deadline;
 use crate::config::Polling;
 use crate::period::{beijing_date, beijing_midnight};
 use crate::wechat::ErrorClass;
 
 /// When to try again after an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// After this delay.
+    After(Duration),
+    /// At this instant of the calendar.
+    At(DateTime<Utc>),
+}
+
+impl Retry {
+    /// The deadline of the retry, for a clock whose monotonic time is `moment` now.
+    pub fn deadline(self, moment: crate::clock::Moment) -> Deadline {
+        match self {
+            Retry::After(delay) => Deadline::Moment(moment.after(delay)),
+            Retry::At(instant) => Deadline::Wall(instant),
+        }
+    }
+
+    /// How long from `now` the retry is.
+    pub fn delay(self, now: DateTime<Utc>) -> Duration {
+        match self {
+            Retry::After(delay) => delay,
+            Retry::At(instant) => (instant - now).to_std().unwrap_or_default(),
+        }
+    }
+}
+
+/// When to try again after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reaction {
-    /// The earliest instant of the next attempt.
-    pub retry_at: DateTime<Utc>,
-    /// Whether every call of the app waits until `retry_at`, not only the failed one.
+    /// When the next attempt may be.
+    pub retry: Retry,
+    /// Whether every call of the app waits until the retry, not only the failed one.
     pub pause_app: bool,
 }
 
@@ -39,22 +68,21 @@ pub fn react(
     polling: &Polling,
     jitter: f64,
 ) -> Reaction {
-    let later = |delay: Duration| after(now, delay);
     match class {
         ErrorClass::Transient => Reaction {
-            retry_at: later(backoff(polling, failures, jitter)),
+            retry: Retry::After(backoff(polling, failures, jitter)),
             pause_app: false,
         },
         ErrorClass::Config => Reaction {
-            retry_at: later(polling.error_backoff_max),
+            retry: Retry::After(polling.error_backoff_max),
             pause_app: false,
         },
         ErrorClass::MinuteQuota => Reaction {
-            retry_at: next_minute(now),
+            retry: Retry::After((next_minute(now) - now).to_std().unwrap_or_default()),
             pause_app: true,
         },
         ErrorClass::DailyQuota => Reaction {
-            retry_at: beijing_midnight(beijing_date(now) + Days::new(1)),
+            retry: Retry::At(beijing_midnight(beijing_date(now) + Days::new(1))),
             pause_app: true,
         },
     }
@@ -100,28 +128,40 @@ mod tests {
     fn every_error_class_gets_its_reaction() {
         use ErrorClass::*;
         let now = "2024-03-10T10:15:42.5Z";
-        // (class, failures before, jitter, retry at, whole app paused)
+        let after = |seconds: f64| Retry::After(Duration::from_secs_f64(seconds));
+        // (class, failures before, jitter, retry, whole app paused)
         let table = [
-            (Transient, 0, 0.0, "2024-03-10T10:16:12.5Z", false),
-            (Transient, 0, 0.99, "2024-03-10T10:16:12.5Z", false),
-            (Transient, 2, 0.0, "2024-03-10T10:16:42.5Z", false),
-            (Transient, 2, 0.5, "2024-03-10T10:17:12.5Z", false),
-            (Transient, 40, 0.0, "2024-03-10T10:30:42.5Z", false),
-            (Transient, 40, 1.0, "2024-03-10T10:45:42.5Z", false),
-            (Config, 0, 0.3, "2024-03-10T10:45:42.5Z", false),
-            (Config, 7, 0.3, "2024-03-10T10:45:42.5Z", false),
-            (MinuteQuota, 0, 0.3, "2024-03-10T10:16:01Z", true),
-            // 10:15 UTC is 18:15 in Beijing: the next Beijing day starts at 16:00 UTC.
-            (DailyQuota, 0, 0.3, "2024-03-10T16:00:00Z", true),
-            (DailyQuota, 3, 0.3, "2024-03-10T16:00:00Z", true),
+            (Transient, 0, 0.0, after(30.0), false),
+            (Transient, 0, 0.99, after(30.0), false),
+            (Transient, 2, 0.0, after(60.0), false),
+            (Transient, 2, 0.5, after(90.0), false),
+            (Transient, 40, 0.0, after(900.0), false),
+            (Transient, 40, 1.0, after(1800.0), false),
+            (Config, 0, 0.3, after(1800.0), false),
+            (Config, 7, 0.3, after(1800.0), false),
+            // 10:15:42.5: the next minute and a second of slack are 18.5 s away.
+            (MinuteQuota, 0, 0.3, after(18.5), true),
+            // 10:15 UTC is 18:15 in Beijing: the next Beijing day starts at 16:00 UTC, an
+            // instant of the calendar whatever the clock does meanwhile.
+            (
+                DailyQuota,
+                0,
+                0.3,
+                Retry::At(at("2024-03-10T16:00:00Z")),
+                true,
+            ),
+            (
+                DailyQuota,
+                3,
+                0.3,
+                Retry::At(at("2024-03-10T16:00:00Z")),
+                true,
+            ),
         ];
-        for (class, failures, jitter, retry_at, pause_app) in table {
+        for (class, failures, jitter, retry, pause_app) in table {
             assert_eq!(
                 react(class, failures, at(now), &polling(), jitter),
-                Reaction {
-                    retry_at: at(retry_at),
-                    pause_app
-                },
+                Reaction { retry, pause_app },
                 "{class:?} after {failures} failures, jitter {jitter}"
             );
         }

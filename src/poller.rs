@@ -14,6 +14,16 @@
 //! portrait) waits. A report fetched while its period lasts (the quota) refreshes on its own
 //! interval.
 //!
+//! A report the gate holds back asks for a period only once the gate holds that period (or
+//! newer): before `polling.first_attempt`, say, the gate has not asked yet, and a job that
+//! holds nothing then shows the period before if the gate holds it, never the newest one,
+//! whose answer may hold nothing (no JS error, a zero) only because it is not published.
+//!
+//! Delays (a retry of an unpublished period, backoffs, pauses) run on the monotonic clock;
+//! which period is the latest, and when a new one may be out, follow the calendar. A job never
+//! aims at a period older than the one it holds: a wall clock set back does not make it fetch
+//! (and export, and store) an older period over a newer one.
+//!
 //! Errors are per job and per app, never global; what follows an error is the shared
 //! [`policy`](crate::policy). A report that needs several calls keeps the answers it got when
 //! a later call fails, and asks only for the rest next time.
@@ -29,7 +39,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::clock::{after, Clock};
+use crate::clock::{after, Clock, Deadline, Moment};
 use crate::config::{Polling, Reports};
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
@@ -61,7 +71,9 @@ struct Job {
     refresh: Option<Duration>,
     held: Option<Period>,
     last_success: Option<DateTime<Utc>>,
-    next_attempt: DateTime<Utc>,
+    /// For a job that refreshes: when the held period is to be fetched again.
+    refresh_due: Option<Deadline>,
+    next_attempt: Deadline,
     failures: u32,
     last_error: Option<String>,
     /// The job has found its period unpublished once, and asked for the one before where
@@ -77,13 +89,17 @@ impl Job {
     /// A job holding what `resume` says it held (fetched before a restart or a reload).
     fn new(report: Report, kind: PeriodKind, reports: &Reports, resume: &Resume) -> Job {
         let held = resume.held.get(&(report, kind)).copied();
+        let refresh = report.refresh(reports);
         Job {
             report,
             kind,
-            refresh: report.refresh(reports),
+            refresh,
             held: held.map(|(period, _)| period),
             last_success: held.map(|(_, fetched_at)| fetched_at),
-            next_attempt: DateTime::<Utc>::MIN_UTC,
+            refresh_due: refresh
+                .zip(held)
+                .map(|(every, (_, fetched_at))| Deadline::Wall(after(fetched_at, every))),
+            next_attempt: Deadline::NOW,
             failures: 0,
             last_error: None,
             tried_previous: false,
@@ -93,45 +109,67 @@ impl Job {
     }
 
     /// The period the job aims at: the latest completed one, or the current one for a job
-    /// that refreshes.
+    /// that refreshes; never older than the one it holds (the wall clock may have been set
+    /// back).
     fn target(&self, now: DateTime<Utc>) -> Period {
-        match self.refresh {
+        let latest = match self.refresh {
             None => Period::latest_completed(self.kind, now),
             Some(_) => Period::containing(self.kind, beijing_date(now)),
-        }
+        };
+        latest.max(self.held.unwrap_or(latest))
     }
 
     /// When what the job holds goes stale: the end of the period after it (a new one is
     /// then complete), or the next refresh.
-    fn stale_at(&self, held: Period) -> DateTime<Utc> {
-        let refresh = self.refresh.zip(self.last_success);
-        match refresh {
-            None => held.next().end_instant(),
-            Some((every, last)) => after(last, every).min(held.end_instant()),
+    fn stale_at(&self, held: Period, now: DateTime<Utc>, moment: Moment) -> Deadline {
+        let end = match self.refresh {
+            None => Deadline::Wall(held.next().end_instant()),
+            Some(_) => Deadline::Wall(held.end_instant()),
+        };
+        match self.refresh_due {
+            Some(due) if due.moment(now, moment) < end.moment(now, moment) => due,
+            _ => end,
         }
     }
 
     /// Whether the job holds what it wants at `now`.
-    fn is_done(&self, now: DateTime<Utc>) -> bool {
-        self.held
-            .is_some_and(|held| held == self.target(now) && now < self.stale_at(held))
+    fn is_done(&self, now: DateTime<Utc>, moment: Moment) -> bool {
+        self.held.is_some_and(|held| {
+            held >= self.target(now) && !self.stale_at(held, now, moment).reached(now, moment)
+        })
     }
 
     /// When the job may next ask: its next attempt, and for a newly ended period not before
     /// the app expects it published (`habits`); a job that holds nothing yet asks at once,
     /// so that a new exporter shows what it can.
-    fn earliest(&self, now: DateTime<Utc>, habits: &Habits, polling: &Polling) -> DateTime<Utc> {
+    fn earliest(
+        &self,
+        now: DateTime<Utc>,
+        moment: Moment,
+        habits: &Habits,
+        polling: &Polling,
+    ) -> Deadline {
         if self.refresh.is_some() || (self.held.is_none() && !self.tried_previous) {
             return self.next_attempt;
         }
         let margin = polling.not_ready_retry;
         let expected = habits.probe_from(self.target(now), polling.first_attempt, margin);
-        self.next_attempt.max(expected)
+        self.next_attempt
+            .later(Deadline::Wall(expected), now, moment)
     }
 
     /// The period the job wants at `now`, if it does not hold it and may ask now.
-    fn due(&self, now: DateTime<Utc>, habits: &Habits, polling: &Polling) -> Option<Period> {
-        (!self.is_done(now) && now >= self.earliest(now, habits, polling)).then(|| self.target(now))
+    fn due(
+        &self,
+        now: DateTime<Utc>,
+        moment: Moment,
+        habits: &Habits,
+        polling: &Polling,
+    ) -> Option<Period> {
+        let may_ask = self
+            .earliest(now, moment, habits, polling)
+            .reached(now, moment);
+        (!self.is_done(now, moment) && may_ask).then(|| self.target(now))
     }
 }
 
@@ -163,9 +201,9 @@ pub struct AppPoller {
     settings: Arc<Settings>,
     clock: Clock,
     jobs: Vec<Job>,
-    blocked_until: Option<DateTime<Utc>>,
+    blocked_until: Option<Deadline>,
     /// Per kind, the period its gate last found unpublished, and when the gate asks again.
-    unpublished: BTreeMap<PeriodKind, (Period, DateTime<Utc>)>,
+    unpublished: BTreeMap<PeriodKind, (Period, Deadline)>,
     /// When WeChat published the app's recent periods.
     habits: Habits,
 }
@@ -206,7 +244,8 @@ impl AppPoller {
 
     /// The period job `job` wants now, if it may ask now.
     fn due(&self, job: usize, now: DateTime<Utc>) -> Option<Period> {
-        self.jobs[job].due(now, &self.habits, &self.settings.polling)
+        let moment = self.clock.moment();
+        self.jobs[job].due(now, moment, &self.habits, &self.settings.polling)
     }
 
     /// Polls until `shutdown` turns true.
@@ -225,9 +264,9 @@ impl AppPoller {
             for job in 0..self.jobs.len() {
                 self.publish_status(job);
             }
-            let wake = self.next_wake(self.clock.now());
+            let wake = self.next_wake(self.clock.now(), self.clock.moment());
             tokio::select! {
-                _ = self.clock.sleep_until(wake) => {}
+                _ = self.clock.sleep_until_moment(wake) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
@@ -241,7 +280,11 @@ impl AppPoller {
     /// Attempts every job that is due now, in order.
     pub async fn round(&mut self) {
         let now = self.clock.now();
-        if self.blocked_until.is_some_and(|until| now < until) {
+        let moment = self.clock.moment();
+        if self
+            .blocked_until
+            .is_some_and(|until| !until.reached(now, moment))
+        {
             return;
         }
         self.blocked_until = None;
@@ -262,10 +305,10 @@ impl AppPoller {
         self.attempt_due(now).await;
     }
 
-    /// Attempts the due jobs in order. The report that gates a kind goes first; while it
-    /// finds its period unpublished, the other reports of the kind do not ask for that period
-    /// (an answer that holds nothing could pass for zeros): a job that holds nothing yet shows
-    /// the period before, where WeChat keeps it, and the others wait for the gate's retry.
+    /// Attempts the due jobs in order. The report that gates a kind goes first; the others of
+    /// the kind ask for a period only once the gate holds it (an answer that holds nothing
+    /// could pass for zeros). Meanwhile a job that holds nothing yet shows the period before,
+    /// where the gate holds it, and the others wait for the gate.
     async fn attempt_due(&mut self, now: DateTime<Utc>) {
         for job in 0..self.jobs.len() {
             let Some(target) = self.due(job, now) else {
@@ -279,20 +322,24 @@ impl AppPoller {
                 tried_previous,
                 ..
             } = self.jobs[job];
-            let gated = !report.gates() && refresh.is_none();
-            let waiting = self.unpublished.get(&kind).copied();
-            let outcome = match waiting.filter(|(period, _)| gated && *period == target) {
-                Some((_, retry)) if held.is_some() || tried_previous => {
-                    self.jobs[job].next_attempt = retry;
+            let gated = !report.gates() && refresh.is_none() && self.gate(kind).is_some();
+            let outcome = if !gated || self.gate_holds(kind, target) {
+                self.attempt(job, target, Ask::Target).await
+            } else if held.is_none() && !tried_previous {
+                let gate_has_previous = self.gate_holds(kind, target.prev());
+                let outcome = self
+                    .attempt(job, target, Ask::PreviousOnly(gate_has_previous))
+                    .await;
+                // The target itself waits for the gate.
+                if matches!(outcome, Outcome::NotReady) {
+                    self.jobs[job].next_attempt = self.gate_retry(kind, now);
                     self.publish_status(job);
-                    continue;
                 }
-                Some(_) => {
-                    let gate_has_previous = self.gate_holds(kind, target.prev());
-                    let ask = Ask::PreviousOnly(gate_has_previous);
-                    self.attempt(job, target, ask).await
-                }
-                None => self.attempt(job, target, Ask::Target).await,
+                outcome
+            } else {
+                self.jobs[job].next_attempt = self.gate_retry(kind, now);
+                self.publish_status(job);
+                continue;
             };
             if report.gates() {
                 match outcome {
@@ -311,30 +358,55 @@ impl AppPoller {
         }
     }
 
-    /// Whether the report that gates `kind` holds `period`.
-    fn gate_holds(&self, kind: PeriodKind, period: Period) -> bool {
+    /// The job of the report that gates `kind`, if it is polled.
+    fn gate(&self, kind: PeriodKind) -> Option<usize> {
         self.jobs
             .iter()
-            .any(|job| job.kind == kind && job.report.gates() && job.held == Some(period))
+            .position(|job| job.kind == kind && job.report.gates() && job.refresh.is_none())
     }
 
-    /// When the next round has something to do.
-    fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// When the gate of `kind` asks again: what a job held back by it waits for (a minute
+    /// from now, if the gate has nothing planned).
+    fn gate_retry(&self, kind: PeriodKind, now: DateTime<Utc>) -> Deadline {
+        let moment = self.clock.moment();
+        let soon = Deadline::Moment(moment.after(Duration::from_secs(60)));
+        let Some(gate) = self.gate(kind) else {
+            return soon;
+        };
+        let polling = &self.settings.polling;
+        let planned = self.jobs[gate].earliest(now, moment, &self.habits, polling);
+        if planned.reached(now, moment) {
+            soon
+        } else {
+            planned
+        }
+    }
+
+    /// Whether the report that gates `kind` holds `period` (or a newer one).
+    fn gate_holds(&self, kind: PeriodKind, period: Period) -> bool {
+        self.gate(kind)
+            .is_some_and(|gate| self.jobs[gate].held.is_some_and(|held| held >= period))
+    }
+
+    /// When the next round has something to do, on the monotonic clock: at most a minute
+    /// away, so that a step of the wall clock is noticed.
+    fn next_wake(&self, now: DateTime<Utc>, moment: Moment) -> Moment {
+        let polling = &self.settings.polling;
         let wake = self
             .jobs
             .iter()
             .map(|job| match job.held {
-                Some(held) if job.is_done(now) => job.stale_at(held),
-                _ => job
-                    .earliest(now, &self.habits, &self.settings.polling)
-                    .max(now),
+                Some(held) if job.is_done(now, moment) => job.stale_at(held, now, moment),
+                _ => job.earliest(now, moment, &self.habits, polling),
             })
+            .map(|deadline| deadline.moment(now, moment))
             .min()
-            .unwrap_or(now);
-        match self.blocked_until {
-            Some(until) => wake.max(until),
+            .unwrap_or(moment);
+        let wake = match self.blocked_until {
+            Some(until) => wake.max(until.moment(now, moment)),
             None => wake,
-        }
+        };
+        wake.max(moment).min(moment.after(Duration::from_secs(60)))
     }
 
     async fn attempt(&mut self, job: usize, target: Period, ask: Ask) -> Outcome {
@@ -384,9 +456,12 @@ impl AppPoller {
                 Outcome::Fetched
             }
             Ok(None) => {
+                let retry = self
+                    .clock
+                    .deadline_in(self.settings.polling.not_ready_retry);
                 let state = &mut self.jobs[job];
                 tracing::debug!(app = %self.connection.app.name, report = %state.report, period = %target, "not published yet");
-                state.next_attempt = after(now, self.settings.polling.not_ready_retry);
+                state.next_attempt = retry;
                 state.failures = 0;
                 state.last_error = None;
                 state.missed = Some((target, now));
@@ -395,8 +470,9 @@ impl AppPoller {
             Err(error) => Outcome::Failed(self.react(job, target, &error, now, log)),
         };
         if let Some(until) = self.blocked_until {
+            let moment = self.clock.moment();
             for state in &mut self.jobs {
-                state.next_attempt = state.next_attempt.max(until);
+                state.next_attempt = state.next_attempt.later(until, now, moment);
             }
             for job in 0..self.jobs.len() {
                 self.publish_status(job);
@@ -436,11 +512,12 @@ impl AppPoller {
             };
             attempt.log_error(error, remedy.as_deref(), reaction, now);
         }
+        let retry = reaction.retry.deadline(self.clock.moment());
         if reaction.pause_app {
-            self.blocked_until = Some(reaction.retry_at);
+            self.blocked_until = Some(retry);
         }
         state.failures = state.failures.saturating_add(1);
-        state.next_attempt = reaction.retry_at;
+        state.next_attempt = retry;
         state.last_error = Some(match &remedy {
             Some(fix) => format!("{error}; fix: {fix}"),
             None => error.to_string(),
@@ -477,10 +554,18 @@ impl AppPoller {
         (snapshot, answers): (Arc<dyn SnapshotData>, Answers),
         now: DateTime<Utc>,
     ) {
+        let refresh = self.jobs[job]
+            .refresh
+            .map(|every| self.clock.deadline_in(every));
         let state = &mut self.jobs[job];
+        if state.held.is_some_and(|held| held > period) {
+            // Never an older period over a newer one.
+            return;
+        }
         tracing::info!(app = %self.connection.app.name, report = %state.report, period = %period, "fetched");
         state.held = Some(period);
         state.last_success = Some(now);
+        state.refresh_due = refresh;
         state.failures = 0;
         state.last_error = None;
         state.partial = None;
@@ -496,11 +581,14 @@ impl AppPoller {
 
     fn publish_status(&self, job: usize) {
         let state = &self.jobs[job];
-        let now = self.clock.now();
-        let next_attempt = match state.held {
-            Some(held) if state.is_done(now) => state.refresh.map(|_| state.stale_at(held)),
-            _ => Some(state.earliest(now, &self.habits, &self.settings.polling)),
+        let (now, moment) = (self.clock.now(), self.clock.moment());
+        let next = match state.held {
+            Some(held) if state.is_done(now, moment) => {
+                state.refresh.map(|_| state.stale_at(held, now, moment))
+            }
+            _ => Some(state.earliest(now, moment, &self.habits, &self.settings.polling)),
         };
+        let next_attempt = next.map(|deadline| deadline.wall(now, moment));
         let status = JobStatus {
             held: state.held,
             last_success: state.last_success,
@@ -585,7 +673,7 @@ impl Attempt<'_> {
             target,
         } = self;
         let errcode = error.label();
-        let delay = (reaction.retry_at - now).to_std().unwrap_or_default();
+        let delay = reaction.retry.delay(now);
         match error.class() {
             ErrorClass::Transient => {
                 tracing::warn!(app, report = %report, period = %target, errcode, error = %error, retry_in = %humantime::format_duration(round_seconds(delay)), "fetch failed");
@@ -603,7 +691,7 @@ impl Attempt<'_> {
                 );
             }
             ErrorClass::DailyQuota => {
-                tracing::error!(app, errcode, until = %reaction.retry_at, "daily API quota reached; no more calls for this app until the next Beijing day");
+                tracing::error!(app, errcode, until = %after(now, delay), "daily API quota reached; no more calls for this app until the next Beijing day");
             }
         }
     }

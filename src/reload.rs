@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
 
-use crate::clock::{after, Clock};
+use crate::clock::{Clock, Moment};
 use crate::config::{merge_apps, Config, Overrides};
 use crate::discovery::Discovery;
 use crate::fleet::{Changes, Fleet};
@@ -147,12 +147,12 @@ impl Control {
     pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut next_refresh = self.next_refresh().await;
         loop {
-            let wake = after(self.clock.now(), CHECK_EVERY).min(next_refresh);
+            let wake = self.clock.moment().after(CHECK_EVERY).min(next_refresh);
             tokio::select! {
-                _ = self.clock.sleep_until(wake) => {}
+                _ = self.clock.sleep_until_moment(wake) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let now = self.clock.now();
+            let now = self.clock.moment();
             let mut current = self.current.lock().await;
             if !current.discovery.is_configured() {
                 drop(current);
@@ -163,7 +163,7 @@ impl Control {
             if now >= next_refresh {
                 changed |= current.discovery.read_files();
                 changed |= current.discovery.read_url().await;
-                next_refresh = after(now, current.discovery.refresh_interval());
+                next_refresh = now.after(current.discovery.refresh_interval());
             } else if current.discovery.changed() {
                 changed |= current.discovery.read_files();
             }
@@ -178,8 +178,8 @@ impl Control {
         }
     }
 
-    async fn next_refresh(&self) -> chrono::DateTime<chrono::Utc> {
+    async fn next_refresh(&self) -> Moment {
         let interval = self.current.lock().await.discovery.refresh_interval();
-        after(self.clock.now(), interval.max(CHECK_EVERY))
+        self.clock.moment().after(interval.max(CHECK_EVERY))
     }
 }

@@ -8,19 +8,28 @@
 //! conversion there is, so a change of settings (`pages_top`, say) applies to them too, and
 //! a held period whose calls changed (`portrait_ranges`) is simply fetched again.
 //!
-//! Each file is written whole after each change, atomically (a temporary file, fsync,
-//! rename, fsync of the directory), by one writer thread; a poller waits only when 64 writes
-//! are already queued (a thousand apps' first round), so memory stays bounded.
-//! Each carries a format version. A file that is missing, truncated, corrupt, of a future
-//! version, or that names another app, another period kind or a period not yet ended is a
-//! warning and is ignored: that job starts afresh. Nothing read from disk is trusted more
-//! than an answer from WeChat.
+//! Writing never holds anyone up. A poller hands the new contents of a file over and goes on:
+//! the latest contents of each file wait in memory (one per file, however often it changes, so
+//! memory stays bounded by the number of files) for a writer thread, which writes each whole,
+//! atomically (a new temporary file of a random name, created exclusively so that no link is
+//! followed, fsync, rename, fsync of the directory). A volume that is slow, full or read-only
+//! only delays the writes: they are tried again every minute, and what is on disk is read and
+//! served meanwhile. [`StateDir::flush`] waits for them, for a bounded time. A lock file keeps
+//! a second exporter off the same directory; temporary files a crash left are removed at start.
+//!
+//! Each file carries a format version. A file that is missing, truncated, corrupt, larger than
+//! [`MAX_FILE`], a link, of a future version, or that names another app, another period kind
+//! or a period not yet ended is a warning and is ignored: that job starts afresh. Nothing read
+//! from disk is trusted more than an answer from WeChat. A file of a period not yet ended (the
+//! wall clock may have been set back) is kept: an older period fetched meanwhile is not
+//! written over it.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,8 +44,15 @@ use crate::sink::{Answers, Resume};
 /// The version of the files written; files of a later version are ignored.
 pub const FORMAT: u32 = 1;
 
-/// The largest state file read: a held period's answers are far below.
-const MAX_FILE: u64 = 16 << 20;
+/// The largest state file read: a held period's answers are far below (a day's 200 pages are
+/// some 60 KB).
+pub const MAX_FILE: u64 = 4 << 20;
+
+/// How long the writer waits before it tries again writes that failed.
+const RETRY_WRITES: Duration = Duration::from_secs(60);
+
+/// How often a failing write is logged, at most.
+const LOG_FAILURES_EVERY: Duration = Duration::from_secs(600);
 
 /// One held period as written.
 #[derive(Serialize, Deserialize)]
@@ -71,6 +87,9 @@ struct HabitsFile {
 pub struct Loaded {
     /// The held periods, per (report, kind).
     pub held: BTreeMap<(Report, PeriodKind), Held>,
+    /// Periods on disk not yet ended by the wall clock (set back, maybe): not served, and not
+    /// written over with an older period.
+    pub newer: BTreeMap<(Report, PeriodKind), Period>,
     /// What it learned of publication hours.
     pub habits: Habits,
 }
@@ -89,37 +108,70 @@ impl Loaded {
     }
 }
 
-enum Message {
-    Write(PathBuf, Vec<u8>),
-    Flush(mpsc::Sender<()>),
+/// The writes waiting for the writer thread, and how far it got.
+#[derive(Default)]
+struct Pending {
+    /// The latest contents of each file to write.
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Writes handed over so far.
+    queued: u64,
+    /// Every write handed over up to this one is on disk.
+    written: u64,
+    /// The directory is closed: the writer stops.
+    closed: bool,
 }
 
-/// How many writes may wait for the writer: a poller that hands on more waits (a short
-/// back-pressure at the first round of a thousand apps), so memory stays bounded.
-const QUEUE: usize = 64;
+struct Shared {
+    pending: Mutex<Pending>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// The state directory and its writer thread.
 pub struct StateDir {
     root: PathBuf,
-    writer: Mutex<mpsc::SyncSender<Message>>,
+    shared: Arc<Shared>,
+    /// Held while the directory is in use: a second exporter cannot take it.
+    lock: Mutex<Option<File>>,
 }
 
 impl StateDir {
-    /// Opens (creating) the directory `root` and checks that it can be written.
+    /// Opens (creating) the directory `root`: takes its lock, removes temporary files a crash
+    /// left, and starts the writer. A directory that cannot be written is opened all the same
+    /// (what is there is read; writes are tried again every minute), with an error logged; a
+    /// directory another exporter holds is refused.
     pub fn open(root: &Path) -> Result<StateDir, String> {
         let apps = root.join("apps");
-        std::fs::create_dir_all(&apps)
-            .map_err(|error| format!("cannot create {}: {error}", apps.display()))?;
-        write_atomically(&root.join("format"), format!("{FORMAT}\n").as_bytes())
-            .map_err(|error| format!("cannot write in {}: {error}", root.display()))?;
-        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let created = std::fs::create_dir_all(&apps);
+        let lock = lock(root)?;
+        remove_temporary_files(root);
+        let writable = created.map_err(|error| error.to_string()).and_then(|()| {
+            write_atomically(&root.join("format"), format!("{FORMAT}\n").as_bytes())
+                .map_err(|error| error.to_string())
+        });
+        if let Err(error) = writable {
+            tracing::error!(storage = %root.display(), problem = %error, "--storage.path cannot be written; what it holds is read and served, and the state is written when it can be (tried every minute)");
+        }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            changed: Condvar::new(),
+        });
+        let writer = shared.clone();
         std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || write_loop(receiver))
+            .spawn(move || write_loop(&writer))
             .map_err(|error| format!("cannot start the state writer: {error}"))?;
         Ok(StateDir {
             root: root.to_path_buf(),
-            writer: Mutex::new(sender),
+            shared,
+            lock: Mutex::new(lock),
         })
     }
 
@@ -127,9 +179,13 @@ impl StateDir {
         self.root.join("apps").join(appid)
     }
 
-    fn send(&self, message: Message) {
-        let writer = self.writer.lock().expect("state writer lock").clone();
-        let _ = writer.send(message);
+    /// Hands the new contents of `path` to the writer; never waits for the disk.
+    fn send(&self, path: PathBuf, bytes: Vec<u8>) {
+        let mut pending = self.shared.pending();
+        pending.files.insert(path, bytes);
+        pending.queued += 1;
+        drop(pending);
+        self.shared.changed.notify_all();
     }
 
     /// Keeps `held` of `report` and `kind` for `appid`, with the answers it came from.
@@ -164,7 +220,7 @@ impl StateDir {
         let path = self
             .app_dir(appid)
             .join(format!("{}.{}.json", report.name(), kind.as_str()));
-        self.send(Message::Write(path, bytes));
+        self.send(path, bytes);
     }
 
     /// Keeps what `appid` learned of publication hours.
@@ -176,15 +232,29 @@ impl StateDir {
         };
         if let Ok(bytes) = serde_json::to_vec(&file) {
             let path = self.app_dir(appid).join("publication.json");
-            self.send(Message::Write(path, bytes));
+            self.send(path, bytes);
         }
     }
 
-    /// Waits until everything saved so far is on disk.
-    pub fn flush(&self) {
-        let (done, wait) = mpsc::channel();
-        self.send(Message::Flush(done));
-        let _ = wait.recv();
+    /// Waits until everything saved so far is on disk, for at most `timeout`; `false` if it
+    /// is not (a volume that is slow, full or read-only).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut pending = self.shared.pending();
+        let target = pending.queued;
+        while pending.written < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            pending = self
+                .shared
+                .changed
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        true
     }
 
     /// What `appid` had on disk, read with the current `reports` settings at `now`. What
@@ -192,6 +262,10 @@ impl StateDir {
     pub fn load(&self, appid: &str, reports: &Reports, now: DateTime<Utc>) -> Loaded {
         let dir = self.app_dir(appid);
         let mut loaded = Loaded::default();
+        if let Err(problem) = own_directory(&dir) {
+            tracing::warn!(dir = %dir.display(), problem, "app state ignored; its periods are fetched again");
+            return loaded;
+        }
         for report in Report::all().filter(|report| report.is_enabled(reports)) {
             for &kind in report.kinds() {
                 let path = dir.join(format!("{}.{}.json", report.name(), kind.as_str()));
@@ -200,7 +274,11 @@ impl StateDir {
                     Ok(held) => {
                         loaded.held.insert((report, kind), held);
                     }
-                    Err(problem) => {
+                    Err(Unread::Newer(period)) => {
+                        tracing::warn!(file = %path.display(), period = %period, "state file of a period not yet ended (is the clock right?): not served, and kept");
+                        loaded.newer.insert((report, kind), period);
+                    }
+                    Err(Unread::Bad(problem)) => {
                         tracing::warn!(file = %path.display(), problem, "state file ignored; the period is fetched again");
                     }
                 }
@@ -224,19 +302,139 @@ impl StateDir {
     }
 }
 
-/// The bytes of `path`, if it exists and is not absurdly large.
+impl StateDir {
+    /// Stops writing (what is not written yet is lost, as in a crash) and gives up the lock,
+    /// as the exporter's exit does.
+    pub fn close(&self) {
+        self.shared.pending().closed = true;
+        self.shared.changed.notify_all();
+        let mut lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(lock.take());
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Takes the lock of the directory `root`, or says which exporter holds it. A directory where
+/// no lock file can be made (read-only) is used without one: nothing is written there anyway.
+fn lock(root: &Path) -> Result<Option<File>, String> {
+    let path = root.join("lock");
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), problem = %error, "no lock file: another exporter on this storage would not be noticed");
+            return Ok(None);
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let mut file = file;
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(format!(
+                "{} is in use by another exporter (pid {}); give each exporter its own --storage.path",
+                root.display(),
+                holder.trim()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            tracing::warn!(file = %path.display(), problem = %error, "the storage cannot be locked: another exporter on it would not be noticed");
+            Ok(None)
+        }
+    }
+}
+
+/// Removes the temporary files (`.NAME.….tmp`) a crash left in `root` and its app directories.
+fn remove_temporary_files(root: &Path) {
+    let dirs = std::fs::read_dir(root.join("apps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .chain([root.to_path_buf()]);
+    for dir in dirs {
+        if own_directory(&dir).is_err() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// `Ok` if `dir` is a directory of its own (or does not exist yet), not a link that would send
+/// reads and writes elsewhere.
+fn own_directory(dir: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            Err("a link, not a directory of the storage".into())
+        }
+        Ok(metadata) if !metadata.is_dir() => Err("not a directory".into()),
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The bytes of `path`, if it is a file (not a link, a directory or a FIFO) of at most
+/// [`MAX_FILE`] bytes.
 fn read(path: &Path) -> Option<Vec<u8>> {
-    let metadata = std::fs::metadata(path).ok()?;
+    let metadata = std::fs::symlink_metadata(path).ok()?;
     if !metadata.is_file() || metadata.len() > MAX_FILE {
-        tracing::warn!(file = %path.display(), "state file ignored: not a file or too large");
+        tracing::warn!(file = %path.display(), "state file ignored: a link, not a file, or too large");
         return None;
     }
     match std::fs::read(path) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) if bytes.len() as u64 <= MAX_FILE => Some(bytes),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "state file ignored: too large");
+            None
+        }
         Err(error) => {
             tracing::warn!(file = %path.display(), problem = %error, "state file unreadable");
             None
         }
+    }
+}
+
+/// Why a held period was not read back.
+enum Unread {
+    /// The file does not read, or is not one the exporter would write.
+    Bad(String),
+    /// It holds a period not yet ended.
+    Newer(Period),
+}
+
+impl From<&str> for Unread {
+    fn from(problem: &str) -> Unread {
+        Unread::Bad(problem.to_string())
+    }
+}
+
+impl From<String> for Unread {
+    fn from(problem: String) -> Unread {
+        Unread::Bad(problem)
     }
 }
 
@@ -249,13 +447,13 @@ fn held_from(
     kind: PeriodKind,
     reports: &Reports,
     now: DateTime<Utc>,
-) -> Result<Held, String> {
+) -> Result<Held, Unread> {
     let file: HeldFile = serde_json::from_slice(text).map_err(|error| error.to_string())?;
     if file.format > FORMAT {
-        return Err(format!(
+        return Err(Unread::Bad(format!(
             "format {} is newer than this exporter's ({FORMAT})",
             file.format
-        ));
+        )));
     }
     if file.appid != appid || file.report != report.name() || file.kind != kind {
         return Err("the file is of another app, report or period kind".into());
@@ -267,8 +465,11 @@ fn held_from(
         None => Period::latest_completed(kind, now),
         Some(_) => Period::containing(kind, beijing_date(now)),
     };
-    if period > newest || file.fetched_at > now {
-        return Err("the period or the fetch time is in the future".into());
+    if file.fetched_at > now && period <= newest {
+        return Err("the fetch time is in the future".into());
+    }
+    if period > newest {
+        return Err(Unread::Newer(period));
     }
     let mut pieces: Vec<Option<Piece>> = Vec::new();
     for call in report.calls(period, reports) {
@@ -300,41 +501,99 @@ fn held_from(
     })
 }
 
-/// Writes what is sent, the latest version of each file first come, until the sender goes.
-fn write_loop(receiver: mpsc::Receiver<Message>) {
-    while let Ok(first) = receiver.recv() {
-        let mut pending: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Write(path, bytes) => {
-                    pending.insert(path, bytes);
+/// Writes what is handed over, the latest contents of each file, until the directory closes;
+/// writes that fail wait in memory and are tried again every minute.
+fn write_loop(shared: &Shared) {
+    let mut last_logged: Option<Instant> = None;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let (batch, generation) = {
+            let mut pending = shared.pending();
+            loop {
+                if pending.closed {
+                    return;
                 }
-                Message::Flush(done) => flushes.push(done),
+                let waiting = retry_at.is_some_and(|at| Instant::now() < at);
+                if !pending.files.is_empty() && !waiting {
+                    break;
+                }
+                let wait = retry_at.map_or(Duration::from_secs(3600), |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+                pending = shared
+                    .changed
+                    .wait_timeout(pending, wait.max(Duration::from_millis(1)))
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
             }
-            next = receiver.try_recv().ok();
-        }
-        for (path, bytes) in pending {
-            if let Err(error) = write_atomically(&path, &bytes) {
-                tracing::warn!(file = %path.display(), problem = %error, "cannot write the state; it will be fetched again after a restart");
+            (std::mem::take(&mut pending.files), pending.queued)
+        };
+        let mut failed = Vec::new();
+        for (path, bytes) in batch {
+            if shared.pending().closed {
+                return;
+            }
+            if let Err(error) = write_app_file(&path, &bytes) {
+                let quiet = last_logged.is_some_and(|at| at.elapsed() < LOG_FAILURES_EVERY);
+                if !quiet {
+                    tracing::warn!(file = %path.display(), problem = %error, "cannot write the state; it is kept in memory and written when it can be (tried every minute)");
+                    last_logged = Some(Instant::now());
+                }
+                failed.push((path, bytes));
             }
         }
-        for done in flushes {
-            let _ = done.send(());
+        let mut pending = shared.pending();
+        if failed.is_empty() {
+            pending.written = generation;
+            retry_at = None;
+        } else {
+            for (path, bytes) in failed {
+                // A newer version handed over meanwhile wins.
+                pending.files.entry(path).or_insert(bytes);
+            }
+            retry_at = Some(Instant::now() + RETRY_WRITES);
         }
+        drop(pending);
+        shared.changed.notify_all();
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never half.
+/// Writes a file of an app's directory, which must be one of the storage's own (created if
+/// missing), not a link that would send the state elsewhere.
+fn write_app_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    own_directory(dir).map_err(std::io::Error::other)?;
+    match std::fs::create_dir(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+        _ => {}
+    }
+    write_atomically(path, bytes)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never half:
+/// a new temporary file of a random name beside it, created exclusively (no link followed,
+/// nothing else written to), synced, renamed over `path`, and the directory synced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = dir.join(format!(
+        ".{name}.{}-{:016x}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    File::open(dir)?.sync_all()
 }

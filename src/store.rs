@@ -47,6 +47,8 @@ struct Meta {
     ready: bool,
     crash: Option<String>,
     habits: Habits,
+    /// Periods on disk not yet ended when they were read: not written over by older ones.
+    newer_on_disk: BTreeMap<(Report, PeriodKind), crate::period::Period>,
 }
 
 /// The exposition of one version of the state: compressed (what Prometheus asks for), and
@@ -160,6 +162,7 @@ impl Store {
             ready: !data.held.is_empty(),
             crash: None,
             habits: loaded.habits,
+            newer_on_disk: loaded.newer,
         };
         self.write(|state| {
             let at = state.apps.partition_point(|other| other.name < app.name);
@@ -202,10 +205,20 @@ impl Store {
         state.meta.iter().map(|meta| meta.slot).collect()
     }
 
-    /// Waits until the state written so far is on disk.
-    pub fn flush(&self) {
+    /// Waits until the state written so far is on disk, for at most `timeout`; `false` if it
+    /// is not.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        match &self.disk {
+            Some(disk) => disk.flush(timeout),
+            None => true,
+        }
+    }
+
+    /// Stops writing the state (what is not on disk yet is lost, as in a crash) and gives up
+    /// the storage's lock, as the process's exit does.
+    pub fn close(&self) {
         if let Some(disk) = &self.disk {
-            disk.flush();
+            disk.close();
         }
     }
 
@@ -356,8 +369,11 @@ impl Sink for Store {
     fn held(&self, app: AppSlot, report: Report, kind: PeriodKind, held: Held, answers: Answers) {
         let mut appid = None;
         let kept = held.clone();
-        self.write_app(app, |data, _| {
-            appid = Some(data.appid.clone());
+        self.write_app(app, |data, meta| {
+            let newer = meta.newer_on_disk.get(&(report, kind));
+            if newer.is_none_or(|newer| *newer <= held.period) {
+                appid = Some(data.appid.clone());
+            }
             data.held.insert((report, kind), held);
         });
         if let (Some(disk), Some(appid)) = (&self.disk, appid) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::clock::{after, Clock};
+use crate::clock::Clock;
 use crate::config::Polling;
 use crate::policy::backoff;
 use crate::sink::{AppSlot, Sink};
@@ -46,9 +46,8 @@ pub async fn supervise<F, T>(
             app,
             &format!("internal error: {message}; the poller restarts"),
         );
-        let restart = after(clock.now(), delay);
         tokio::select! {
-            _ = clock.sleep_until(restart) => {}
+            _ = clock.sleep(delay) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

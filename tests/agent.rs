@@ -569,15 +569,16 @@ async fn server_errors_and_garbage_back_off_exponentially() {
         ),
         None
     );
-    assert!(
+    assert_eq!(
         sample(
             &metrics,
             "wechat_miniprogram_page_visit_pv",
             &[("app", "shop")]
-        )
-        .is_some(),
-        "the other reports are not held back"
+        ),
+        None,
+        "the other daily reports wait for the trend, which tells whether the day is out"
     );
+    assert!(sample(&metrics, "wechat_miniprogram_visit_uv", &[("app", "news")]).is_some());
 
     // First retry after exactly the initial backoff (30s).
     app.advance_to(start + Duration::seconds(29)).await;
@@ -591,6 +592,12 @@ async fn server_errors_and_garbage_back_off_exponentially() {
     assert_eq!(trend_calls(), 3);
 
     let metrics = app.scrape().await;
+    let pages = sample(
+        &metrics,
+        "wechat_miniprogram_page_visit_pv",
+        &[("app", "shop")],
+    );
+    assert!(pages.is_some(), "fetched once the trend is");
     let errors = |errcode| {
         sample(
             &metrics,
@@ -896,6 +903,7 @@ async fn polling_once_reports_failures() {
     let toml = common::config_toml(&two_apps(), api, "");
     let config = Config::from_toml(&toml).unwrap();
     let (store, failed) = Exporter::build(&config, clock.clone())
+        .unwrap()
         .poll_once(&config)
         .await
         .unwrap();
@@ -911,6 +919,7 @@ async fn polling_once_reports_failures() {
     let broken = toml.replace("secret-news-0123456789", "wrong");
     let config = Config::from_toml(&broken).unwrap();
     let (_, failed) = Exporter::build(&config, clock)
+        .unwrap()
         .poll_once(&config)
         .await
         .unwrap();

@@ -116,7 +116,7 @@ fn simulated_api() -> SocketAddr {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let address = Simulation::new(demo_apps(), Clock::System)
+            let address = Simulation::new(demo_apps(), Clock::system())
                 .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await
                 .unwrap();

@@ -170,6 +170,7 @@ async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
         let failures = attempts.saturating_sub(1);
         let reaction = react(class, failures, now, &shared.polling, fastrand::f64());
         tracing::debug!(app = %connection.app.name, report = %unit.report, period = %unit.call.asks, error = %error, "retrying");
-        shared.clock.sleep_until(reaction.retry_at).await;
+        let deadline = reaction.retry.deadline(shared.clock.moment());
+        shared.clock.sleep_until_deadline(deadline).await;
     }
 }

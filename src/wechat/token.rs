@@ -1,6 +1,8 @@
 //! The access-token cache of one app, and how it backs off.
 //!
-//! A token is cached until shortly before the lifetime its source gave, which is clamped to
+//! A token is cached until shortly before the lifetime its source gave (on the monotonic
+//! clock: a step of the wall clock does not keep a dead token or a backoff for days), which
+//! is clamped to
 //! something sane (a token source may say 0, -1, nothing, or a microsecond timestamp). When a
 //! call is refused with 40001/40014/42001, the token is dropped only if it is still the one
 //! that failed (compare-and-expire), and the call is retried once with a new one. A source
@@ -13,11 +15,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::WeChatError;
-use crate::clock::after;
+use crate::clock::Moment;
 use crate::config::Polling;
 use crate::policy::backoff;
 
@@ -45,7 +46,7 @@ pub fn lifetime(expires_in: Option<f64>) -> Duration {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     value: String,
-    refresh_at: DateTime<Utc>,
+    refresh_at: Moment,
     /// Fetched to replace a token WeChat refused: if WeChat refuses this one too, the token
     /// source is at fault and is not asked again before a backoff.
     replaces_refused: bool,
@@ -54,7 +55,7 @@ pub struct Token {
 impl Token {
     /// A token fetched at `now` that lives `lifetime` (see [`lifetime`]): it is refreshed a
     /// margin before that, or at half its life for short-lived tokens.
-    pub fn new(value: String, now: DateTime<Utc>, lifetime: Duration) -> Token {
+    pub fn new(value: String, now: Moment, lifetime: Duration) -> Token {
         let lifetime = lifetime.min(Duration::from_secs(LIFETIME.1));
         let usable = if lifetime > 2 * REFRESH_MARGIN {
             lifetime - REFRESH_MARGIN
@@ -63,7 +64,7 @@ impl Token {
         };
         Token {
             value,
-            refresh_at: after(now, usable),
+            refresh_at: now.after(usable),
             replaces_refused: false,
         }
     }
@@ -74,14 +75,14 @@ impl Token {
     }
 
     /// Whether the token may still be used at `now`.
-    pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
+    pub fn is_fresh(&self, now: Moment) -> bool {
         now < self.refresh_at
     }
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token(<redacted>, refresh at {})", self.refresh_at)
+        write!(f, "Token(<redacted>, refresh at {:?})", self.refresh_at)
     }
 }
 
@@ -89,7 +90,7 @@ impl fmt::Debug for Token {
 #[derive(Clone, Debug)]
 struct Failing {
     error: WeChatError,
-    until: DateTime<Utc>,
+    until: Moment,
     failures: u32,
 }
 
@@ -104,7 +105,7 @@ pub struct TokenState {
 
 impl TokenState {
     /// The cached token, if it may be used at `now`.
-    pub fn fresh(&self, now: DateTime<Utc>) -> Option<String> {
+    pub fn fresh(&self, now: Moment) -> Option<String> {
         let token = self.token.as_ref().filter(|token| token.is_fresh(now))?;
         Some(token.expose().to_string())
     }
@@ -117,7 +118,7 @@ impl TokenState {
         &mut self,
         refused: &str,
         error: &WeChatError,
-        now: DateTime<Utc>,
+        now: Moment,
         polling: &Polling,
     ) -> Result<(), WeChatError> {
         let Some(token) = self
@@ -141,7 +142,7 @@ impl TokenState {
     }
 
     /// `Err` with the last error while the source is backing off.
-    pub fn check_backoff(&self, now: DateTime<Utc>) -> Result<(), WeChatError> {
+    pub fn check_backoff(&self, now: Moment) -> Result<(), WeChatError> {
         match &self.failing {
             Some(failing) if now < failing.until => Err(failing.error.clone()),
             _ => Ok(()),
@@ -160,12 +161,12 @@ impl TokenState {
     }
 
     /// The source failed with `error` at `now`: no new attempt before its backoff.
-    pub fn failed(&mut self, error: WeChatError, now: DateTime<Utc>, polling: &Polling) {
+    pub fn failed(&mut self, error: WeChatError, now: Moment, polling: &Polling) {
         let failures = self.failing.as_ref().map_or(0, |failing| failing.failures);
         let delay = backoff(polling, failures, fastrand::f64());
         self.failing = Some(Failing {
             error,
-            until: after(now, delay),
+            until: now.after(delay),
             failures: failures.saturating_add(1),
         });
     }
@@ -188,8 +189,8 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(seconds, 0).unwrap()
+    fn at(seconds: i64) -> Moment {
+        Moment::from_start(Duration::from_secs(seconds as u64))
     }
 
     fn polling() -> Polling {
@@ -233,8 +234,8 @@ mod tests {
                 "{expires_in:?}"
             );
         }
-        // The longest lifetime never overflows a date, even from the last representable day.
-        let late = DateTime::<Utc>::MAX_UTC - chrono::Duration::days(1);
+        // The longest lifetime never overflows, even from the last representable moment.
+        let late = Moment::from_start(Duration::MAX - Duration::from_secs(86_400));
         let token = Token::new("t".into(), late, lifetime(Some(1e300)));
         assert!(token.is_fresh(late));
     }

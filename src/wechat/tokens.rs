@@ -22,7 +22,7 @@ impl Client {
         refused: Option<(&str, &WeChatError)>,
     ) -> Result<String, WeChatError> {
         let mut state = connection.tokens.lock().await;
-        let now = self.clock.now();
+        let now = self.clock.moment();
         if let Some((token, error)) = refused {
             state.refused(token, error, now, &self.polling)?;
         }
@@ -39,7 +39,7 @@ impl Client {
                 Ok(value)
             }
             Err(error) => {
-                state.failed(error.clone(), self.clock.now(), &self.polling);
+                state.failed(error.clone(), self.clock.moment(), &self.polling);
                 Err(error)
             }
         }
@@ -48,7 +48,7 @@ impl Client {
     async fn fetch_token(&self, app: &App) -> Result<Token, WeChatError> {
         let answer = self.token_answer(app).await?;
         let lifetime = lifetime(answer.expires_in());
-        Ok(Token::new(answer.token()?, self.clock.now(), lifetime))
+        Ok(Token::new(answer.token()?, self.clock.moment(), lifetime))
     }
 
     /// Asks the app's token source.

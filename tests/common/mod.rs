@@ -152,7 +152,7 @@ pub fn config_toml(apps: &[SimApp], api: SocketAddr, extra: &str) -> String {
 
 /// The simulation of `apps` on the real clock, on a free port.
 pub async fn spawn_simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
-    let sim = Simulation::new(apps, Clock::System);
+    let sim = Simulation::new(apps, Clock::system());
     let address = sim
         .clone()
         .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -304,7 +304,7 @@ pub async fn start_exporter(
         .map(|report| report.kinds().len())
         .sum();
     let (stop, stopped) = watch::channel(false);
-    let exporter = Exporter::build(&config, clock.clone());
+    let exporter = Exporter::build(&config, clock.clone()).unwrap();
     let metrics = exporter.store.self_metrics().clone();
     let control = Arc::new(Control::new(
         source,
@@ -410,9 +410,12 @@ impl TestApp {
             .collect()
     }
 
+    /// Stops the pollers and the server at once, without waiting for the state: as a kill
+    /// does (the storage's lock is given up, as the process's exit does).
     pub fn shutdown(&self) {
         self.fleet.signal_stop();
         let _ = self.stop.send(true);
+        self.store.close();
     }
 
     /// Stops the pollers and the server, and waits until the state is on disk, as a
@@ -420,7 +423,11 @@ impl TestApp {
     pub async fn stop(&self) {
         self.fleet.stop().await;
         let _ = self.stop.send(true);
-        self.store.flush();
+        assert!(
+            self.store.flush(Duration::from_secs(10)),
+            "the state is written"
+        );
+        self.store.close();
     }
 
     /// Calls the simulation answered since the `from`-th, of every app.
