@@ -77,6 +77,8 @@ pub struct Web {
     pub disable_exporter_metrics: bool,
     /// `--web.max-connections`: the most connections open at once (0: from the file limit).
     pub max_connections: usize,
+    /// `--web.enable-lifecycle`: `POST /-/reload` reads the configuration again.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for Web {
@@ -86,6 +88,7 @@ impl Default for Web {
             config_file: None,
             disable_exporter_metrics: false,
             max_connections: 0,
+            enable_lifecycle: false,
         }
     }
 }
@@ -779,7 +782,7 @@ impl RawDiscovery {
             if file.trim().is_empty() || dir.contains(['*', '?', '[']) || name.is_empty() {
                 problems.add(
                     "discovery.files",
-                    format!("{file:?} is not a file path; `*` and `?` may match only in the file name, e.g. \"/etc/apps/*.yaml\""),
+                    format!("{file:?} is not a file path; `*`, `?` and `[...]` may match only in the file name, e.g. \"/etc/apps/*.yaml\""),
                 );
             }
         }
@@ -918,7 +921,7 @@ fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<
     let mut apps = Vec::new();
     let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
     for (name, raw) in raw {
-        let key = format!("apps.{name}");
+        let key = format!("apps.{}", bounded_name(&name));
         if let Some(app) = raw.validate(&name, &key, problems) {
             if let Some(other) = seen_appids.insert(app.appid.clone(), name.clone()) {
                 problems.add(
@@ -958,17 +961,25 @@ pub fn discovered_apps(
     source: &str,
     shard: Shard,
 ) -> Result<Vec<App>, Vec<String>> {
-    let listed: Vec<DiscoveredApp> = if yaml {
-        use figment::providers::Format as _;
-        figment::providers::Yaml::from_str(text)
-            .map_err(|error| vec![format!("{source}: {error}")])?
+    // Typed: nothing but the list of apps is ever built from the text.
+    let mut listed: Vec<DiscoveredApp> = if yaml {
+        serde_yaml::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
     } else {
         serde_json::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
     };
+    if listed.len() > crate::discovery::MAX_APPS {
+        tracing::warn!(
+            source,
+            listed = listed.len(),
+            kept = crate::discovery::MAX_APPS,
+            "the discovery source lists more apps than one exporter polls; the rest are left out (shard the apps)"
+        );
+        listed.truncate(crate::discovery::MAX_APPS);
+    }
     let mut problems = Problems::default();
     let mut raw = BTreeMap::new();
     for app in listed {
-        let key = format!("apps.{}", app.name);
+        let key = format!("apps.{}", bounded_name(&app.name));
         let entry = RawApp {
             appid: app.appid,
             secret: None,
@@ -991,6 +1002,15 @@ pub fn discovered_apps(
     }
     apps.retain(|app| shard.owns(&app.appid));
     Ok(apps)
+}
+
+/// An app name as problems show it: cut, so that a huge name cannot make a huge message.
+fn bounded_name(name: &str) -> String {
+    let mut shown: String = name.chars().take(MAX_NAME).collect();
+    if name.chars().count() > MAX_NAME {
+        shown.push('…');
+    }
+    shown
 }
 
 /// The apps of every source (the configuration file and each discovery source, by name),
@@ -1022,6 +1042,9 @@ pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String
     Ok(names.into_values().map(|(_, app)| app.clone()).collect())
 }
 
+/// The longest app name: it is a label value of every series of the app.
+pub const MAX_NAME: usize = 64;
+
 impl RawApp {
     fn validate(self, name: &str, key: &str, problems: &mut Problems) -> Option<App> {
         let before = problems.0.len();
@@ -1033,6 +1056,11 @@ impl RawApp {
             problems.add(
                 key,
                 "the app name may hold only letters, digits, '_' and '-'",
+            );
+        } else if name.len() > MAX_NAME {
+            problems.add(
+                key,
+                format!("the app name is longer than {MAX_NAME} characters"),
             );
         }
         let appid = self.appid(key, problems);

@@ -78,6 +78,10 @@ struct Cli {
     /// The most HTTP connections open at once [default: 512, fewer under a low file limit].
     #[arg(long = "web.max-connections", global = true, value_name = "N")]
     max_connections: Option<usize>,
+    /// Let `POST /-/reload` read the configuration again, as Prometheus's flag does (SIGHUP
+    /// always does).
+    #[arg(long = "web.enable-lifecycle", global = true)]
+    enable_lifecycle: bool,
     /// Where the state (held periods, publication hours) is kept across restarts
     /// [default for serve: ./data; demo: none].
     #[arg(long = "storage.path", global = true, value_name = "DIR")]
@@ -207,6 +211,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config_file: cli.web_config_file.clone(),
             disable_exporter_metrics: cli.disable_exporter_metrics,
             max_connections: cli.max_connections.unwrap_or(0),
+            enable_lifecycle: cli.enable_lifecycle,
         },
         storage: cli.storage_path.clone(),
     };
@@ -279,7 +284,7 @@ async fn check_discovery(config: &Config) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
-    discovery.read_files();
+    discovery.read_files().await;
     discovery.read_url().await;
     let mut sources = vec![("the configuration".to_string(), config.apps.clone())];
     for (source, apps) in discovery.lists() {
@@ -399,6 +404,13 @@ async fn run(config: &Config, source: Source, demo: Option<&str>) -> anyhow::Res
         }
     };
     let (stop, stopped) = watch::channel(false);
+    if let Some(web) = &web {
+        let metrics = exporter.store.self_metrics().clone();
+        let on_loaded = move |loaded: &wechat_miniprogram_exporter::server::web_config::Loaded| {
+            metrics.tls_certificate(loaded.validity.map(|(not_after, _)| not_after));
+        };
+        tokio::spawn(web.clone().watch(on_loaded, stopped.clone()));
+    }
     let control = match start_control(config, source, &exporter, stopped, clock).await {
         Ok(control) => control,
         Err(problems) => {
@@ -406,9 +418,10 @@ async fn run(config: &Config, source: Source, demo: Option<&str>) -> anyhow::Res
             return Ok(ExitCode::from(2));
         }
     };
+    let reload = config.web.enable_lifecycle.then(|| reload_route(control));
     let router = with_reload(
         router_with(exporter.store.clone(), &config.web.telemetry_path),
-        reload_route(control),
+        reload,
     );
     let mut limits = Limits::default();
     if config.web.max_connections > 0 {

@@ -117,6 +117,7 @@ pub struct SelfMetrics {
     apps: IntGauge,
     reload_successful: IntGauge,
     reload_success_time: prometheus::Gauge,
+    tls_expiry: IntGaugeVec,
     changes: AtomicU64,
 }
 
@@ -227,7 +228,16 @@ impl SelfMetrics {
         );
         let (shard, apps) = instance_gauges(&registry);
         let (reload_successful, reload_success_time) = reload_gauges(&registry);
+        let tls_expiry = Opts::new(
+            "wechat_miniprogram_exporter_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate (--web.config.file) expires (Unix time); absent without TLS.",
+        );
+        let tls_expiry = register(
+            &registry,
+            IntGaugeVec::new(tls_expiry, &[]).expect("valid metric"),
+        );
         SelfMetrics {
+            tls_expiry,
             registry,
             exporter,
             process: exporter_metrics.then(ProcessCollector::for_self),
@@ -260,6 +270,17 @@ impl SelfMetrics {
         self.reload_successful.set(i64::from(ok));
         if ok {
             self.reload_success_time.set(at.timestamp() as f64);
+        }
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Records when the server's TLS certificate expires (Unix time), or that there is none.
+    pub fn tls_certificate(&self, not_after: Option<i64>) {
+        self.tls_expiry.reset();
+        if let Some(not_after) = not_after {
+            self.tls_expiry
+                .with_label_values(&[] as &[&str])
+                .set(not_after);
         }
         self.changes.fetch_add(1, Ordering::Release);
     }

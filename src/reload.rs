@@ -7,6 +7,9 @@
 //! configuration stays. [`Control::watch`] reads the discovery sources on change and every
 //! `discovery.refresh_interval`. The apps of the file and of every source are merged; an app
 //! name or appid in two sources refuses the change, naming both, and the running apps stay.
+//! At start, nothing is running yet: a source that clashes is left out (naming both) and the
+//! others start. The exporter serves before the discovery URL answers: its apps join when it
+//! does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 use crate::clock::{Clock, Moment};
-use crate::config::{merge_apps, Config, Overrides};
+use crate::config::{merge_apps, App, Config, Overrides};
 use crate::discovery::Discovery;
 use crate::fleet::{Changes, Fleet};
 use crate::metrics::SelfMetrics;
@@ -76,13 +79,23 @@ impl Control {
         }
     }
 
-    /// Reads the discovery sources once and starts polling every app.
-    pub async fn start(&self) -> Result<Changes, String> {
+    /// Reads the discovery files once and starts polling every app, those of a source that
+    /// clashes with an earlier one aside; the discovery URL is asked in the background and its
+    /// apps join when it answers.
+    pub async fn start(self: &Arc<Self>) -> Result<Changes, String> {
         let mut current = self.current.lock().await;
-        current.discovery.read_files();
-        current.discovery.read_url().await;
-        let changes = self.apply(&current)?;
+        current.discovery.read_files().await;
+        let changes = self.apply_at_start(&current)?;
         self.metrics.reloaded(true, self.clock.now());
+        if current.discovery.has_url() {
+            let control = self.clone();
+            tokio::spawn(async move {
+                let mut current = control.current.lock().await;
+                if current.discovery.read_url().await {
+                    control.apply_discovered(&current);
+                }
+            });
+        }
         Ok(changes)
     }
 
@@ -107,7 +120,7 @@ impl Control {
         if config.discovery == current.config.discovery && config.shard == current.config.shard {
             std::mem::swap(&mut discovery, &mut current.discovery);
         } else {
-            discovery.read_files();
+            discovery.read_files().await;
             discovery.read_url().await;
         }
         let candidate = Current { config, discovery };
@@ -125,8 +138,8 @@ impl Control {
         }
     }
 
-    /// Applies the file's configuration with the apps of every source.
-    fn apply(&self, current: &Current) -> Result<Changes, String> {
+    /// The apps of the configuration and of every discovery source, each named.
+    fn sources(current: &Current) -> Vec<(String, Vec<App>)> {
         let mut sources = vec![("the configuration".to_string(), current.config.apps.clone())];
         sources.extend(
             current
@@ -134,12 +147,50 @@ impl Control {
                 .lists()
                 .map(|(source, apps)| (format!("discovery source {source}"), apps.clone())),
         );
-        let apps = merge_apps(&sources).map_err(|problems| problems.join("; "))?;
+        sources
+    }
+
+    /// Applies the file's configuration with the apps of every source.
+    fn apply(&self, current: &Current) -> Result<Changes, String> {
+        let apps = merge_apps(&Self::sources(current)).map_err(|problems| problems.join("; "))?;
+        self.apply_apps(current, apps)
+    }
+
+    /// As [`Control::apply`], leaving out each discovery source that clashes with an earlier
+    /// one (nothing runs yet to be kept).
+    fn apply_at_start(&self, current: &Current) -> Result<Changes, String> {
+        let mut accepted: Vec<(String, Vec<App>)> = Vec::new();
+        for source in Self::sources(current) {
+            let mut candidate = accepted.clone();
+            candidate.push(source.clone());
+            match merge_apps(&candidate) {
+                Ok(_) => accepted = candidate,
+                Err(problems) => {
+                    tracing::error!(source = %source.0, problems = %problems.join("; "), "discovered apps left out; the others start");
+                }
+            }
+        }
+        let apps = merge_apps(&accepted).map_err(|problems| problems.join("; "))?;
+        self.apply_apps(current, apps)
+    }
+
+    /// Applies the configuration of `current` with `apps`.
+    fn apply_apps(&self, current: &Current, apps: Vec<App>) -> Result<Changes, String> {
         let mut config = current.config.clone();
         config.apps = apps;
         self.fleet
             .apply(&config)
             .map_err(|error| format!("{error:#}"))
+    }
+
+    /// Applies what discovery found, or logs why not.
+    fn apply_discovered(&self, current: &Current) {
+        match self.apply(current) {
+            Ok(changes) => tracing::info!(%changes, "discovered apps applied"),
+            Err(problem) => {
+                tracing::error!(problem, "discovered apps refused; the running apps stay");
+            }
+        }
     }
 
     /// Reads the discovery sources again on change and every refresh interval, applying what
@@ -161,19 +212,14 @@ impl Control {
             }
             let mut changed = false;
             if now >= next_refresh {
-                changed |= current.discovery.read_files();
+                changed |= current.discovery.read_files().await;
                 changed |= current.discovery.read_url().await;
                 next_refresh = now.after(current.discovery.refresh_interval());
             } else if current.discovery.changed() {
-                changed |= current.discovery.read_files();
+                changed |= current.discovery.read_files().await;
             }
             if changed {
-                match self.apply(&current) {
-                    Ok(changes) => tracing::info!(%changes, "discovered apps applied"),
-                    Err(problem) => {
-                        tracing::error!(problem, "discovered apps refused; the running apps stay");
-                    }
-                }
+                self.apply_discovered(&current);
             }
         }
     }

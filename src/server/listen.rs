@@ -4,9 +4,11 @@
 //!   files change; everything but `/healthz` needs credentials when users are configured.
 //! - **Slow and idle connections** cannot starve scrapes: a connection has
 //!   [`Limits::header_timeout`] to send its request head (and to send the next one when kept
-//!   alive), and at most [`Limits::max_connections`] are open. When they all are, the one
-//!   that has been idle longest is closed for the newcomer: a scrape in progress is never
-//!   closed for another connection.
+//!   alive), a response has [`Limits::write_timeout`] to be read (a client that stops reading
+//!   a large `/metrics` loses its connection), and at most [`Limits::max_connections`] are
+//!   open. When they all are, the one that has been idle longest is closed for the newcomer;
+//!   when every one is busy, a few more ([`RESERVE`]) are let in for `/healthz` and `/readyz`
+//!   alone, so that liveness probes always get an answer.
 //! - **The drain is bounded**: on shutdown the listener closes, idle connections close, and
 //!   requests in progress get [`Limits::drain_timeout`] to finish (a half-sent request or a
 //!   scraper reading slowly does not hold the process).
@@ -42,6 +44,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a connection has to send a request head (or its TLS handshake).
     pub header_timeout: Duration,
+    /// How long a response may take to be read by the client.
+    pub write_timeout: Duration,
     /// How long requests in progress may take to finish at shutdown.
     pub drain_timeout: Duration,
 }
@@ -51,10 +55,15 @@ impl Default for Limits {
         Limits {
             max_connections: default_max_connections(),
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
         }
     }
 }
+
+/// Connections let in beyond the limit, when every connection is busy, for the probes
+/// (`/healthz`, `/readyz`) alone.
+pub const RESERVE: usize = 8;
 
 /// 512 connections, or fewer when the process may open fewer files: 64 descriptors are kept
 /// for the calls to WeChat, the configuration and the runtime.
@@ -86,6 +95,7 @@ pub async fn serve(
         limit: limits.max_connections.max(1),
         next: AtomicU64::new(0),
         live: Mutex::new(Vec::new()),
+        reserved: AtomicUsize::new(0),
     });
     let (drain, draining) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -132,59 +142,105 @@ struct Registry {
     limit: usize,
     next: AtomicU64,
     live: Mutex<Vec<Entry>>,
+    /// Connections let in beyond the limit, for the probes.
+    reserved: AtomicUsize,
+}
+
+/// What a connection is doing, shared with the registry.
+#[derive(Default)]
+struct Activity {
+    /// Requests in progress (a response still being sent counts).
+    busy: AtomicUsize,
+    /// The last time a request ended, or the connection opened.
+    last_active: Mutex<Option<Instant>>,
+    /// Since when a request has been in progress.
+    busy_since: Mutex<Option<Instant>>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            last_active: Mutex::new(Some(Instant::now())),
+            ..Activity::default()
+        }
+    }
+
+    fn last_active(&self) -> Option<Instant> {
+        *self.last_active.lock().expect("activity lock")
+    }
+
+    /// Whether a response has been in progress for longer than `timeout`.
+    fn stalled(&self, timeout: Duration) -> bool {
+        let since = *self.busy_since.lock().expect("activity lock");
+        since.is_some_and(|since| since.elapsed() > timeout)
+    }
 }
 
 struct Entry {
     id: u64,
-    /// Requests in progress (a response still being sent counts).
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     evict: Arc<Notify>,
-    last_active: Arc<Mutex<Instant>>,
 }
 
 /// One connection's place in the registry, given up when it closes.
 struct Slot {
     registry: Arc<Registry>,
     id: u64,
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     evict: Arc<Notify>,
-    last_active: Arc<Mutex<Instant>>,
+    /// Let in beyond the limit: the probes alone are served.
+    reserve: bool,
 }
 
 impl Registry {
-    /// A slot for a new connection, closing the idlest one if all are taken; `None` if every
-    /// connection is serving a request.
+    /// A slot for a new connection, closing the idlest one if all are taken; when every
+    /// connection is serving a request, one of the reserve for the probes, if any is left.
     fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut live = self.live.lock().expect("connections lock");
+        let mut reserve = false;
         if live.len() >= self.limit {
             let idlest = live
                 .iter()
                 .enumerate()
-                .filter(|(_, entry)| entry.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|(_, entry)| *entry.last_active.lock().expect("activity lock"))
-                .map(|(index, _)| index)?;
-            let entry = live.swap_remove(idlest);
-            entry.evict.notify_one();
+                .filter(|(_, entry)| entry.activity.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, entry)| entry.activity.last_active())
+                .map(|(index, _)| index);
+            match idlest {
+                Some(index) => live.swap_remove(index).evict.notify_one(),
+                None => {
+                    let reserved = self.reserved.fetch_add(1, Ordering::AcqRel);
+                    if reserved >= RESERVE {
+                        self.reserved.fetch_sub(1, Ordering::AcqRel);
+                        return None;
+                    }
+                    reserve = true;
+                }
+            }
         }
         let slot = Slot {
             registry: self.clone(),
             id: self.next.fetch_add(1, Ordering::Relaxed),
-            busy: Arc::new(AtomicUsize::new(0)),
+            activity: Arc::new(Activity::new()),
             evict: Arc::new(Notify::new()),
-            last_active: Arc::new(Mutex::new(Instant::now())),
+            reserve,
         };
-        live.push(Entry {
-            id: slot.id,
-            busy: slot.busy.clone(),
-            evict: slot.evict.clone(),
-            last_active: slot.last_active.clone(),
-        });
+        if !reserve {
+            live.push(Entry {
+                id: slot.id,
+                activity: slot.activity.clone(),
+                evict: slot.evict.clone(),
+            });
+        }
         Some(slot)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if self.reserve {
+            self.registry.reserved.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         let mut live = self.registry.live.lock().expect("connections lock");
         live.retain(|entry| entry.id != self.id);
     }
@@ -224,8 +280,8 @@ impl Serving {
         let handler = Handler {
             router: self.router.clone(),
             web: self.web.clone(),
-            busy: slot.busy.clone(),
-            last_active: slot.last_active.clone(),
+            activity: slot.activity.clone(),
+            probes_only: slot.reserve,
         };
         let service = service_fn(move |request| handler.clone().handle(request));
         let mut builder = http1::Builder::new();
@@ -235,9 +291,16 @@ impl Serving {
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let mut closing = false;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
+                // A response the client does not read in time: the connection goes.
+                _ = check.tick() => {
+                    if slot.activity.stalled(self.limits.write_timeout) {
+                        return;
+                    }
+                }
                 _ = slot.evict.notified(), if !closing => {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
@@ -256,19 +319,26 @@ impl Serving {
 struct Handler {
     router: Router,
     web: Option<Arc<WebConfig>>,
-    busy: Arc<AtomicUsize>,
-    last_active: Arc<Mutex<Instant>>,
+    activity: Arc<Activity>,
+    /// A connection of the reserve: the probes alone.
+    probes_only: bool,
 }
 
 impl Handler {
     async fn handle(mut self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let guard = Busy::new(self.busy.clone(), self.last_active.clone());
+        let guard = Busy::new(self.activity.clone());
+        let path = request.uri().path();
+        if self.probes_only && !matches!(path, "/healthz" | "/readyz") {
+            return Ok(busy());
+        }
         let loaded = self.web.as_ref().map(|web| (web.clone(), web.current()));
-        let refused = loaded.as_ref().is_some_and(|(web, loaded)| {
-            request.uri().path() != "/healthz"
-                && loaded.requires_auth()
-                && !web.authorized(loaded, request.headers().get(header::AUTHORIZATION))
-        });
+        let mut refused = false;
+        if let Some((web, loaded)) = &loaded {
+            if path != "/healthz" && loaded.requires_auth() {
+                let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+                refused = !web.authorized(loaded, authorization.as_ref()).await;
+            }
+        }
         let mut response = if refused {
             unauthorized()
         } else {
@@ -291,6 +361,16 @@ impl Handler {
     }
 }
 
+/// The answer on a connection of the reserve to anything but a probe.
+fn busy() -> Response<Body> {
+    let mut response = Response::new(Body::from("Too many connections at once; try again\n"));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn unauthorized() -> Response<Body> {
     let mut response = Response::new(Body::from("Unauthorized\n"));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -303,21 +383,25 @@ fn unauthorized() -> Response<Body> {
 
 /// A request in progress, until its response body is dropped (sent or abandoned).
 struct Busy {
-    busy: Arc<AtomicUsize>,
-    last_active: Arc<Mutex<Instant>>,
+    activity: Arc<Activity>,
 }
 
 impl Busy {
-    fn new(busy: Arc<AtomicUsize>, last_active: Arc<Mutex<Instant>>) -> Busy {
-        busy.fetch_add(1, Ordering::AcqRel);
-        Busy { busy, last_active }
+    fn new(activity: Arc<Activity>) -> Busy {
+        if activity.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            *activity.busy_since.lock().expect("activity lock") = Some(Instant::now());
+        }
+        Busy { activity }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.last_active.lock().expect("activity lock") = Instant::now();
-        self.busy.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.activity;
+        *activity.last_active.lock().expect("activity lock") = Some(Instant::now());
+        if activity.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *activity.busy_since.lock().expect("activity lock") = None;
+        }
     }
 }
 

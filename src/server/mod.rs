@@ -21,6 +21,7 @@ use http_body::Frame;
 
 use crate::store::Store;
 
+mod certificate;
 pub mod listen;
 mod pages;
 pub mod web_config;
@@ -60,16 +61,50 @@ pub type Reload = Arc<
         + Sync,
 >;
 
-/// `router` with `POST /-/reload`, as Prometheus has it: 200 and what changed, or 500 and
-/// every problem of a configuration that was refused (the running one stays).
-pub fn with_reload(router: Router, reload: Reload) -> Router {
+/// `router` with `POST /-/reload`, as Prometheus has it with `--web.enable-lifecycle`: 200
+/// and what changed, or 500 and every problem of a configuration that was refused (the
+/// running one stays); `None` (the flag not given) answers 403. A request sent by a page of
+/// another site (an `Origin` that is not this host) is refused: a form on any web page could
+/// otherwise make a browser on the operator's desk post it.
+pub fn with_reload(router: Router, reload: Option<Reload>) -> Router {
     let route = Router::new()
         .route("/-/reload", post(reload_now))
         .with_state(reload);
     router.merge(route)
 }
 
-async fn reload_now(State(reload): State<Reload>) -> (StatusCode, String) {
+/// Whether `headers` carry an `Origin` of another host than the `Host` asked.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    origin_host.is_none() || origin_host != host
+}
+
+async fn reload_now(
+    State(reload): State<Option<Reload>>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    let Some(reload) = reload else {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled: start with --web.enable-lifecycle (SIGHUP reloads as well)\n".into(),
+        );
+    };
+    if cross_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "a reload from another site's page is refused\n".into(),
+        );
+    }
     match reload().await {
         Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
         Err(problems) => (
@@ -174,6 +209,30 @@ mod tests {
             HeaderValue::from_str(value).unwrap(),
         );
         accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn a_reload_from_another_sites_page_is_told_apart_from_curl_and_the_same_host() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            headers
+        };
+        assert!(!cross_origin(&headers(&[("host", "127.0.0.1:10050")])));
+        assert!(!cross_origin(&headers(&[
+            ("host", "127.0.0.1:10050"),
+            ("origin", "http://127.0.0.1:10050")
+        ])));
+        assert!(cross_origin(&headers(&[
+            ("host", "127.0.0.1:10050"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(cross_origin(&headers(&[
+            ("host", "127.0.0.1:10050"),
+            ("origin", "null")
+        ])));
     }
 
     #[test]

@@ -16,17 +16,26 @@
 //!   prometheus: $2y$10$...           # bcrypt, as `htpasswd -nbBC 10` makes it
 //! ```
 //!
-//! The file, and the certificate, key and CA files it names, are checked for changes on
-//! every connection and every request, and read again when one changed: certificates rotate
-//! without a restart. A change that does not load is logged and the running configuration
-//! stays. What rustls cannot do (TLS 1.0 and 1.1, the client auth types that accept
-//! unverified certificates, other cipher suites) is refused with the reason.
+//! The file, and the certificate, key and CA files it names, are checked for changes every
+//! second in the background ([`WebConfig::watch`]) and read again when one changed: certificates
+//! rotate without a restart, and a connection never waits for a file (a file that is not a
+//! regular file, a FIFO say, is refused without being opened). A change that does not load is
+//! logged and the running configuration stays. A certificate that has expired, or is not
+//! valid yet, is a warning; its expiry is a metric. What rustls cannot do (TLS 1.0 and 1.1,
+//! the client auth types that accept unverified certificates, other cipher suites) is refused
+//! with the reason.
+//!
+//! Basic auth verifies bcrypt hashes off the runtime threads, one at a time, and answers a
+//! wrong password only after a pause: a flood of wrong passwords costs one core at most and
+//! never delays `/healthz`. Credentials verified once are remembered (as a keyed hash). An
+//! unknown user is verified against a hash of the highest cost configured, so that timing
+//! tells no user names.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::http::header::{HeaderName, HeaderValue};
 use figment::providers::{Format, Yaml};
@@ -92,16 +101,31 @@ struct RawHttp {
     headers: Option<BTreeMap<String, String>>,
 }
 
+/// The bcrypt costs accepted: `htpasswd` makes 4 to 17; above 16, every verification would
+/// take seconds.
+const COSTS: std::ops::RangeInclusive<u32> = 4..=16;
+
+/// How long a wrong password waits before it is answered.
+const FAILED_AUTH_PAUSE: Duration = Duration::from_millis(500);
+
+/// How often the files are checked for changes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// A web configuration, loaded and checked.
 pub struct Loaded {
     /// The TLS acceptor, when TLS is on.
     pub tls: Option<TlsAcceptor>,
     /// Users and their bcrypt hashes, when basic auth is on.
     users: BTreeMap<String, String>,
+    /// A hash of nothing anyone knows, of the highest cost of `users`, verified for unknown
+    /// users.
+    dummy: String,
     /// Headers added to every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The files it was read from, to notice changes.
     files: Vec<PathBuf>,
+    /// When the server certificate stops being valid (Unix time), and when it starts.
+    pub validity: Option<(i64, i64)>,
 }
 
 impl Loaded {
@@ -119,6 +143,7 @@ fn stamp(path: &Path) -> Stamp {
     Some((metadata.modified().ok()?, metadata.len()))
 }
 
+/// The configuration in effect and the stamps of its files.
 struct Current {
     loaded: Arc<Loaded>,
     stamps: Vec<Stamp>,
@@ -129,98 +154,150 @@ struct Current {
 /// A web configuration file, read again when it (or a file it names) changes.
 pub struct WebConfig {
     path: PathBuf,
-    current: Mutex<Current>,
+    current: RwLock<Current>,
     /// Credentials already verified, as hashes: bcrypt is slow on purpose, and a scraper
     /// sends the same credentials every time.
     verified: Mutex<HashSet<u64>>,
     keys: (u64, u64),
+    /// One bcrypt verification at a time.
+    verifying: tokio::sync::Semaphore,
 }
 
 impl WebConfig {
     /// Reads and checks the file: what is wrong is the error.
     pub fn load(path: &Path) -> Result<WebConfig, String> {
         let loaded = load(path)?;
+        warn_of_validity(path, &loaded);
         let stamps = loaded.files.iter().map(|file| stamp(file)).collect();
         Ok(WebConfig {
             path: path.to_path_buf(),
-            current: Mutex::new(Current {
+            current: RwLock::new(Current {
                 loaded: Arc::new(loaded),
                 stamps,
                 failed: None,
             }),
             verified: Mutex::new(HashSet::new()),
             keys: (fastrand::u64(..), fastrand::u64(..)),
+            verifying: tokio::sync::Semaphore::new(1),
         })
     }
 
-    /// The configuration in effect, read again first if a file changed.
+    /// The configuration in effect; never waits for a file.
     pub fn current(&self) -> Arc<Loaded> {
-        let mut current = self.current.lock().expect("web config lock");
-        let stamps: Vec<Stamp> = current
-            .loaded
-            .files
-            .iter()
-            .map(|file| stamp(file))
-            .collect();
-        if stamps == current.stamps || current.failed.as_ref() == Some(&stamps) {
-            return current.loaded.clone();
+        self.current.read().expect("web config lock").loaded.clone()
+    }
+
+    /// Checks the files every second, off the runtime threads, and swaps in the configuration
+    /// read again after a change (`on_loaded` sees each one); until `shutdown` turns true.
+    pub async fn watch(
+        self: Arc<Self>,
+        on_loaded: impl Fn(&Loaded) + Send + 'static,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        on_loaded(&self.current());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let web = self.clone();
+            let reloaded = tokio::task::spawn_blocking(move || web.reload_if_changed()).await;
+            if let Ok(Some(loaded)) = reloaded {
+                on_loaded(&loaded);
+            }
         }
-        match load(&self.path) {
+    }
+
+    /// Reads the configuration again if one of its files changed; the new one, if it loads.
+    fn reload_if_changed(&self) -> Option<Arc<Loaded>> {
+        let (files, stamps, failed) = {
+            let current = self.current.read().expect("web config lock");
+            (
+                current.loaded.files.clone(),
+                current.stamps.clone(),
+                current.failed.clone(),
+            )
+        };
+        let now: Vec<Stamp> = files.iter().map(|file| stamp(file)).collect();
+        if now == stamps || failed.as_ref() == Some(&now) {
+            return None;
+        }
+        let loaded = load(&self.path);
+        let mut current = self.current.write().expect("web config lock");
+        match loaded {
             Ok(loaded) => {
                 tracing::info!(file = %self.path.display(), "web configuration read again");
+                warn_of_validity(&self.path, &loaded);
                 current.stamps = loaded.files.iter().map(|file| stamp(file)).collect();
                 current.loaded = Arc::new(loaded);
                 current.failed = None;
                 self.verified.lock().expect("auth cache lock").clear();
+                Some(current.loaded.clone())
             }
             Err(problem) => {
                 tracing::error!(file = %self.path.display(), error = %problem, "the changed web configuration does not load; the running one stays");
-                current.failed = Some(stamps);
+                current.failed = Some(now);
+                None
             }
         }
-        current.loaded.clone()
     }
 
     /// Whether an `Authorization` header holds the credentials of a configured user.
-    pub fn authorized(&self, loaded: &Loaded, authorization: Option<&HeaderValue>) -> bool {
+    pub async fn authorized(&self, loaded: &Loaded, authorization: Option<&HeaderValue>) -> bool {
         let Some((user, password)) = authorization.and_then(basic_credentials) else {
             return false;
         };
-        let Some(hash) = loaded.users.get(&user) else {
-            // As slow as a known user, so that timing tells no user names.
-            let _ = bcrypt::verify(&password, dummy_hash());
-            return false;
-        };
+        let known = loaded.users.get(&user);
+        // An unknown user is as slow as a known one, so that timing tells no user names.
+        let hash = known.unwrap_or(&loaded.dummy).clone();
         let mut hasher = std::hash::DefaultHasher::new();
-        (self.keys, &user, &password, hash).hash(&mut hasher);
+        (self.keys, &user, &password, &hash).hash(&mut hasher);
         let key = hasher.finish();
-        if self
-            .verified
-            .lock()
-            .expect("auth cache lock")
-            .contains(&key)
+        if known.is_some()
+            && self
+                .verified
+                .lock()
+                .expect("auth cache lock")
+                .contains(&key)
         {
             return true;
         }
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
+        let ok = match self.verifying.acquire().await {
+            Ok(_permit) => tokio::task::spawn_blocking(move || {
+                bcrypt::verify(&password, &hash).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false),
+            Err(_) => false,
+        };
+        let ok = ok && known.is_some();
         if ok {
             let mut verified = self.verified.lock().expect("auth cache lock");
             if verified.len() >= 1024 {
                 verified.clear();
             }
             verified.insert(key);
+        } else {
+            tokio::time::sleep(FAILED_AUTH_PAUSE).await;
         }
         ok
     }
 }
 
-/// A bcrypt hash of nothing anyone knows, verified for unknown users.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let secret = format!("{:x}", fastrand::u128(..));
-        bcrypt::hash(secret, 10).unwrap_or_default()
-    })
+/// Logs a server certificate that has expired or is not valid yet.
+fn warn_of_validity(path: &Path, loaded: &Loaded) {
+    let Some((not_after, not_before)) = loaded.validity else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let shown = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0).map_or(seconds.to_string(), |t| t.to_rfc3339())
+    };
+    if now > not_after {
+        tracing::warn!(file = %path.display(), not_after = %shown(not_after), "the TLS certificate has expired: clients will refuse it");
+    } else if now < not_before {
+        tracing::warn!(file = %path.display(), not_before = %shown(not_before), "the TLS certificate is not valid yet: clients will refuse it");
+    }
 }
 
 /// The user and password of a `Basic` authorization.
@@ -239,7 +316,18 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// Refuses a path that is not a regular file (a FIFO, a device, a directory) before anything
+/// opens it: opening a FIFO would wait for a writer.
+fn regular_file(path: &Path, key: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(_) => Err(format!("{key}: {} is not a regular file", path.display())),
+        Err(error) => Err(format!("{key}: {}: {error}", path.display())),
+    }
+}
+
 fn load(path: &Path) -> Result<Loaded, String> {
+    regular_file(path, "--web.config.file")?;
     let raw: RawWebConfig = Figment::from(Yaml::file_exact(path))
         .extract()
         .map_err(|error| {
@@ -253,19 +341,42 @@ fn load(path: &Path) -> Result<Loaded, String> {
         None => None,
     };
     let users = raw.basic_auth_users.unwrap_or_default();
+    let mut highest = *COSTS.start();
     for (user, hash) in &users {
         if !(hash.starts_with("$2") && hash.len() == 60) || user.contains(':') {
             return Err(format!(
                 "basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nbBC 10 USER PASSWORD`)"
             ));
         }
+        let cost = hash.get(4..6).and_then(|cost| cost.parse::<u32>().ok());
+        match cost {
+            Some(cost) if COSTS.contains(&cost) => highest = highest.max(cost),
+            _ => {
+                return Err(format!(
+                    "basic_auth_users.{user}: the bcrypt cost must be from {} to {} (htpasswd -C)",
+                    COSTS.start(),
+                    COSTS.end()
+                ))
+            }
+        }
     }
+    let dummy = if users.is_empty() {
+        String::new()
+    } else {
+        bcrypt::hash(format!("{:x}", fastrand::u128(..)), highest).unwrap_or_default()
+    };
     let headers = headers(raw.http_server_config)?;
+    let validity = match &tls {
+        Some((_, validity)) => *validity,
+        None => None,
+    };
     Ok(Loaded {
-        tls,
+        tls: tls.map(|(acceptor, _)| acceptor),
         users,
+        dummy,
         headers,
         files,
+        validity,
     })
 }
 
@@ -302,7 +413,10 @@ fn static_lower(name: &str) -> &'static str {
     }
 }
 
-fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<TlsAcceptor, String> {
+/// The acceptor, and the validity (not after, not before) of the server's certificate.
+type Acceptor = (TlsAcceptor, Option<(i64, i64)>);
+
+fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Acceptor, String> {
     let unsupported = [
         ("client_allowed_sans", tls.client_allowed_sans.is_some()),
         ("curve_preferences", tls.curve_preferences.is_some()),
@@ -316,6 +430,9 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
     let provider = Arc::new(provider(tls.cipher_suites.as_deref())?);
     let versions = versions(tls.min_version.as_deref(), tls.max_version.as_deref())?;
     let (certs, key) = server_identity(&tls, base, files)?;
+    let validity = certs
+        .first()
+        .and_then(|leaf| super::certificate::validity(leaf));
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|error| format!("tls_server_config: {error}"))?;
@@ -329,7 +446,7 @@ fn tls_acceptor(tls: RawTls, base: &Path, files: &mut Vec<PathBuf>) -> Result<Tl
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // The server's cipher suite order wins, as the exporter-toolkit's default says.
     config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), validity))
 }
 
 /// The path of the file a `tls_server_config` key names, relative to the configuration.
@@ -346,6 +463,8 @@ fn server_identity(
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let cert_file = tls_file(base, "cert_file", tls.cert_file.as_ref())?;
     let key_file = tls_file(base, "key_file", tls.key_file.as_ref())?;
+    regular_file(&cert_file, "tls_server_config.cert_file")?;
+    regular_file(&key_file, "tls_server_config.key_file")?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
         .and_then(|certs| certs.collect())
         .map_err(|error| {
@@ -385,6 +504,7 @@ fn client_verifier(
     }
     let failed = |error: String| format!("tls_server_config.client_ca_file: {error}");
     let ca_file = tls_file(base, "client_ca_file", tls.client_ca_file.as_ref())?;
+    regular_file(&ca_file, "tls_server_config.client_ca_file")?;
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(&ca_file)
         .map_err(|error| failed(format!("{}: {error}", ca_file.display())))?;

@@ -321,10 +321,10 @@ pub async fn start_exporter(
     let reload = control.clone();
     let router = with_reload(
         router(exporter.store.clone()),
-        Arc::new(move || {
+        Some(Arc::new(move || {
             let control = reload.clone();
             Box::pin(async move { control.reload().await.map(|changes| changes.to_string()) })
-        }),
+        })),
     );
     tokio::spawn(wechat_miniprogram_exporter::server::listen::serve(
         listener,
