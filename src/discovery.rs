@@ -35,6 +35,9 @@ pub const MAX_APPS: usize = 50_000;
 /// What identifies a version of a file: its modification time and length.
 type Stamp = Option<(SystemTime, u64)>;
 
+/// What each file listed, or why it did not read.
+type Read = Vec<(PathBuf, Result<Vec<App>, Vec<String>>)>;
+
 /// The sources and what each last listed.
 pub struct Discovery {
     settings: Settings,
@@ -103,7 +106,7 @@ impl Discovery {
         let shard = self.shard;
         let read = tokio::task::spawn_blocking(move || {
             let now = matched(&globs);
-            let lists: Vec<(PathBuf, Result<Vec<App>, Vec<String>>)> = now
+            let lists: Read = now
                 .keys()
                 .map(|path| (path.clone(), read_file(path, shard)))
                 .collect();
@@ -117,11 +120,7 @@ impl Discovery {
     }
 
     /// Keeps what the files listed (see [`Discovery::read_files`]).
-    fn take_files(
-        &mut self,
-        now: BTreeMap<PathBuf, Stamp>,
-        lists: Vec<(PathBuf, Result<Vec<App>, Vec<String>>)>,
-    ) -> bool {
+    fn take_files(&mut self, now: BTreeMap<PathBuf, Stamp>, lists: Read) -> bool {
         let before = self.lists.clone();
         let url = self.settings.url.clone();
         self.lists.retain(|source, _| {
