@@ -146,6 +146,8 @@ impl Fleet {
                 }
                 Some(task) if task.app.appid == app.appid => {
                     stop(&task);
+                    self.store
+                        .keep_enabled(task.slot, &running.settings.reports);
                     let task = self.spawn(running, app.clone(), task.slot);
                     running.tasks.insert(app.name.clone(), task);
                     changes.restarted.push(app.name.clone());

@@ -182,6 +182,19 @@ impl Store {
         });
     }
 
+    /// Forgets what the app in `slot` holds of reports `reports` no longer enables, and
+    /// their statuses: a report switched off by a reload is no longer exported.
+    pub fn keep_enabled(&self, slot: AppSlot, reports: &Reports) {
+        self.write_app(slot, |data, meta| {
+            data.held
+                .retain(|(report, _), _| report.is_enabled(reports));
+            meta.statuses
+                .retain(|(report, _), _| report.is_enabled(reports));
+            meta.newer_on_disk
+                .retain(|(report, _), _| report.is_enabled(reports));
+        });
+    }
+
     /// What the app in `slot` holds, for a poller that starts again (after a reload or a
     /// crash) without asking WeChat for it again.
     pub fn resume(&self, slot: AppSlot) -> Resume {

@@ -212,6 +212,56 @@ async fn a_reload_adds_removes_and_restarts_apps_and_refuses_an_invalid_file() {
 }
 
 #[tokio::test]
+async fn a_report_switched_off_by_a_reload_is_no_longer_exported_and_the_others_stay() {
+    let apps = common::two_apps();
+    let (sim, api, clock) =
+        spawn_manual_simulation(apps.clone(), beijing("2024-06-05 12:00")).await;
+    let dir = temp_dir("fleet-reports-off");
+    let file = dir.join("config.toml");
+    write(&file, &common::config_toml(&apps, api, ""));
+    let source = || Source::File(Some(file.clone()), Overrides::default());
+    let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+    let app = spawn_on(&sim, api, &clock, config, source()).await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert!(metrics.contains("wechat_miniprogram_portrait_"));
+    assert!(metrics.contains("wechat_miniprogram_js_error_"));
+
+    let enabled = "[reports]\nenabled = [\"visit_trend\", \"retention\"]\n";
+    write(&file, &common::config_toml(&apps, api, enabled));
+    let from = sim.calls().len();
+    let (status, body) = post_reload(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = app.scrape().await;
+    for gone in [
+        "wechat_miniprogram_portrait_",
+        "wechat_miniprogram_js_error_",
+        "wechat_miniprogram_page_",
+    ] {
+        assert!(!metrics.contains(gone), "{gone} is still exported");
+    }
+    assert!(
+        !metrics.contains("report=\"user_portrait\""),
+        "nor its status"
+    );
+    assert!(sample(
+        &metrics,
+        "wechat_miniprogram_visit_uv",
+        &[("app", "shop"), ("period", "daily")]
+    )
+    .is_some());
+    assert!(metrics.contains("wechat_miniprogram_retention_"));
+    assert_eq!(
+        sim.calls()[from..]
+            .iter()
+            .filter(|call| !call.endpoint.contains("token"))
+            .count(),
+        0,
+        "the reports kept call nothing again"
+    );
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_configuration_of_the_running_binary() {
     let apps = common::two_apps();
     let (_sim, api) = spawn_simulation(apps.clone()).await;
