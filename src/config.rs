@@ -1078,7 +1078,7 @@ impl RawApp {
             Some(appid) => {
                 problems.add(
                     &format!("{key}.appid"),
-                    format!("{appid:?} is not a Mini Program AppID (\"wx\" and 16 letters or digits; see the admin console under Development > Development Settings)"),
+                    format!("{:?} is not a Mini Program AppID (\"wx\" and 16 letters or digits; see the admin console under Development > Development Settings)", bounded_name(appid)),
                 );
                 String::new()
             }

@@ -50,6 +50,8 @@ pub struct Discovery {
     /// Files whose new list dropped apps, and the stamp it was read at: applied if the file
     /// is still so at the next read.
     shrinking: BTreeMap<PathBuf, Stamp>,
+    /// Why each source that failed at its last read did, by source name.
+    problems: BTreeMap<String, String>,
 }
 
 impl Discovery {
@@ -71,6 +73,7 @@ impl Discovery {
             lists: BTreeMap::new(),
             stamps: BTreeMap::new(),
             shrinking: BTreeMap::new(),
+            problems: BTreeMap::new(),
         }
     }
 
@@ -92,6 +95,12 @@ impl Discovery {
     /// The last good list of every source, by source name.
     pub fn lists(&self) -> impl Iterator<Item = (&String, &Vec<App>)> {
         self.lists.iter()
+    }
+
+    /// Why the sources that failed at their last read did, by source name, each problem
+    /// naming its source (their last good list stays in [`Discovery::lists`]).
+    pub fn problems(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.problems.iter()
     }
 
     /// Whether the files matching the globs are not those read last, or have changed (or one
@@ -126,6 +135,8 @@ impl Discovery {
         self.lists.retain(|source, _| {
             Some(source) == url.as_ref() || now.contains_key(Path::new(source))
         });
+        self.problems
+            .retain(|source, _| Some(source) == url.as_ref());
         let mut shrinking = BTreeMap::new();
         for (path, read) in lists {
             let source = path.display().to_string();
@@ -146,7 +157,9 @@ impl Discovery {
                 }
                 Err(problems) => {
                     let kept = self.lists.get(&source).map_or(0, Vec::len);
-                    tracing::warn!(source, problems = %problems.join("; "), kept, "discovery file not read; its last list stays");
+                    let problems = problems.join("; ");
+                    tracing::warn!(source, problems = %problems, kept, "discovery file not read; its last list stays");
+                    self.problems.insert(source, problems);
                 }
             }
         }
@@ -165,18 +178,26 @@ impl Discovery {
                 Ok(token) => Some(token.trim().to_string()),
                 Err(error) => {
                     let kept = self.lists.get(&url).map_or(0, Vec::len);
-                    tracing::warn!(source = %url, problem = %format!("cannot read {}: {error}", file.display()), kept, "discovery URL not asked; its last list stays");
+                    let problem = format!("cannot read {}: {error}", file.display());
+                    tracing::warn!(source = %url, problem, kept, "discovery URL not asked; its last list stays");
+                    self.problems
+                        .insert(url.clone(), format!("{url}: {problem}"));
                     return false;
                 }
             },
             None => None,
         };
         match self.fetch(&url, token.as_deref()).await {
-            Ok(apps) => self.lists.insert(url, apps.clone()) != Some(apps),
+            Ok(apps) => {
+                self.problems.remove(&url);
+                self.lists.insert(url, apps.clone()) != Some(apps)
+            }
             Err(problem) => {
                 let problem = scrub(&problem, token.as_deref());
                 let kept = self.lists.get(&url).map_or(0, Vec::len);
                 tracing::warn!(source = %url, problem, kept, "discovery URL failed; its last list stays");
+                self.problems
+                    .insert(url.clone(), format!("{url}: {problem}"));
                 false
             }
         }

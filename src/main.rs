@@ -278,7 +278,8 @@ async fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
     check_discovery(&config).await
 }
 
-/// Reads the discovery sources once and lists what they give (problems are logged).
+/// Reads the discovery sources once and lists what they give; a source that fails, or apps
+/// that clash, are errors (exit code 2).
 async fn check_discovery(config: &Config) -> ExitCode {
     if !config.discovery.is_configured() {
         return ExitCode::SUCCESS;
@@ -286,6 +287,10 @@ async fn check_discovery(config: &Config) -> ExitCode {
     let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
     discovery.read_files().await;
     discovery.read_url().await;
+    let failed: Vec<String> = discovery
+        .problems()
+        .map(|(_, problem)| format!("discovery source {problem}"))
+        .collect();
     let mut sources = vec![("the configuration".to_string(), config.apps.clone())];
     for (source, apps) in discovery.lists() {
         println!(
@@ -302,17 +307,20 @@ async fn check_discovery(config: &Config) -> ExitCode {
         }
         sources.push((format!("discovery source {source}"), apps.clone()));
     }
-    match merge_apps(&sources) {
+    let problems = match merge_apps(&sources) {
         Ok(apps) => {
             println!("  {} Mini Program(s) in all", apps.len());
-            ExitCode::SUCCESS
+            failed
         }
-        Err(problems) => {
-            for problem in problems {
-                eprintln!("error: {problem}");
-            }
-            ExitCode::from(2)
-        }
+        Err(clashes) => failed.into_iter().chain(clashes).collect(),
+    };
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 
