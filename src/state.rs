@@ -119,6 +119,8 @@ struct Pending {
     written: u64,
     /// The directory is closed: the writer stops.
     closed: bool,
+    /// Writes that failed are to be tried again now, not in a minute.
+    retry_now: bool,
 }
 
 struct Shared {
@@ -237,10 +239,13 @@ impl StateDir {
     }
 
     /// Waits until everything saved so far is on disk, for at most `timeout`; `false` if it
-    /// is not (a volume that is slow, full or read-only).
+    /// is not (a volume that is slow, full or read-only). Writes that failed are tried again
+    /// at once.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut pending = self.shared.pending();
+        pending.retry_now = true;
+        self.shared.changed.notify_all();
         let target = pending.queued;
         while pending.written < target {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -361,7 +366,7 @@ fn lock(root: &Path) -> Result<Option<File>, String> {
     }
 }
 
-/// Removes the temporary files (`.NAME.….tmp`) a crash left in `root` and its app directories.
+/// Removes the temporary files (`*.tmp`) a crash left in `root` and its app directories.
 fn remove_temporary_files(root: &Path) {
     let dirs = std::fs::read_dir(root.join("apps"))
         .into_iter()
@@ -376,7 +381,7 @@ fn remove_temporary_files(root: &Path) {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -512,6 +517,9 @@ fn write_loop(shared: &Shared) {
             loop {
                 if pending.closed {
                     return;
+                }
+                if std::mem::take(&mut pending.retry_now) {
+                    retry_at = None;
                 }
                 let waiting = retry_at.is_some_and(|at| Instant::now() < at);
                 if !pending.files.is_empty() && !waiting {
