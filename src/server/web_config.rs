@@ -596,3 +596,29 @@ fn provider(suites: Option<&[String]>) -> Result<rustls::crypto::CryptoProvider,
     provider.cipher_suites = chosen;
     Ok(provider)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_users_are_verified_at_the_highest_configured_cost() {
+        let dir = std::env::temp_dir().join(format!("wme-web-dummy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (low, high) = (
+            bcrypt::hash("one", 4).unwrap(),
+            bcrypt::hash("two", 6).unwrap(),
+        );
+        let path = dir.join("web.yml");
+        std::fs::write(
+            &path,
+            format!("basic_auth_users:\n  low: '{low}'\n  high: '{high}'\n"),
+        )
+        .unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(&loaded.dummy[..7], "$2b$06$", "{}", loaded.dummy);
+        std::fs::write(&path, format!("basic_auth_users:\n  low: '{low}'\n")).unwrap();
+        assert_eq!(&load(&path).unwrap().dummy[..7], "$2b$04$");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
