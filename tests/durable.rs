@@ -11,25 +11,15 @@ use std::path::{Path, PathBuf};
 
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
-use wechat_miniprogram_exporter::reload::Source;
 use wechat_miniprogram_exporter::simulation::{Call, Simulation};
 
 use common::prometheus::temp_dir;
 use common::{
-    beijing, config_toml, data_series, sample, spawn_manual_simulation, spawn_on, two_apps,
+    beijing, config_toml, config_with_storage, data_series, fixed, sample, spawn_manual_simulation,
+    spawn_on, two_apps,
 };
 
 const SHOP: &str = "wx1111111111111111";
-
-fn config_with_storage(toml: &str, storage: &Path) -> Config {
-    let mut config = Config::from_toml(toml).unwrap();
-    config.storage = Some(storage.to_path_buf());
-    config
-}
-
-fn fixed(config: &Config) -> Source {
-    Source::Fixed(Box::new(config.clone()))
-}
 
 /// The calls of report paths (not tokens) among `calls`.
 fn report_calls(calls: &[Call]) -> Vec<&Call> {

@@ -231,6 +231,18 @@ pub async fn spawn_app_behind(
     (app, proxy)
 }
 
+/// `toml` as a configuration that keeps its state on `storage`.
+pub fn config_with_storage(toml: &str, storage: &std::path::Path) -> Config {
+    let mut config = Config::from_toml(toml).unwrap();
+    config.storage = Some(storage.to_path_buf());
+    config
+}
+
+/// `config` as a source that never changes.
+pub fn fixed(config: &Config) -> Source {
+    Source::Fixed(Box::new(config.clone()))
+}
+
 /// Captures this thread's logs (debug and up) until the guard is dropped.
 pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
     let logs = Logs::default();
@@ -290,6 +302,14 @@ pub fn data_series(metrics: &str) -> Vec<String> {
 
 /// Starts the exporter of `config` (from `source`, for reloads) on `clock` against `sim`
 /// (at `api`), and serves it on a free port.
+/// Jobs per app that `config` enables: a (report, period kind) of every enabled report.
+pub fn jobs_of(config: &Config) -> usize {
+    Report::all()
+        .filter(|report| report.is_enabled(&config.reports))
+        .map(|report| report.kinds().len())
+        .sum()
+}
+
 pub async fn start_exporter(
     config: Config,
     source: Source,
@@ -299,10 +319,7 @@ pub async fn start_exporter(
     logs: Logs,
     guard: tracing::subscriber::DefaultGuard,
 ) -> TestApp {
-    let jobs = Report::all()
-        .filter(|report| report.is_enabled(&config.reports))
-        .map(|report| report.kinds().len())
-        .sum();
+    let jobs = jobs_of(&config);
     let (stop, stopped) = watch::channel(false);
     let exporter = Exporter::build(&config, clock.clone()).unwrap();
     let metrics = exporter.store.self_metrics().clone();
@@ -375,10 +392,31 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!(
-            "the exporter did not settle; status: {:#?}",
-            self.store.overview()
-        );
+        let now = self.clock.now();
+        let unsettled: Vec<String> = self
+            .store
+            .overview()
+            .iter()
+            .flat_map(|app| {
+                let mut unsettled: Vec<String> = app
+                    .jobs
+                    .iter()
+                    .filter(|((_, kind), status)| !job_settled(*kind, status, now))
+                    .map(|(job, status)| format!("{} {job:?}: {status:?}", app.name))
+                    .collect();
+                if !app.ready || app.jobs.len() != self.jobs {
+                    unsettled.push(format!(
+                        "{}: ready {}, {} of {} jobs",
+                        app.name,
+                        app.ready,
+                        app.jobs.len(),
+                        self.jobs
+                    ));
+                }
+                unsettled
+            })
+            .collect();
+        panic!("the exporter did not settle at {now}; unsettled: {unsettled:#?}");
     }
 
     fn is_settled(&self) -> bool {
@@ -386,12 +424,10 @@ impl TestApp {
         self.store.overview().iter().all(|app| {
             app.ready
                 && app.jobs.len() == self.jobs
-                && app.jobs.iter().all(|((_, kind), status)| {
-                    // Done (holds the latest period, nothing planned) or waiting for later.
-                    let target = Period::latest_completed(*kind, now);
-                    (status.held == Some(target) && status.next_attempt.is_none())
-                        || status.next_attempt.is_some_and(|next| next > now)
-                })
+                && app
+                    .jobs
+                    .iter()
+                    .all(|((_, kind), status)| job_settled(*kind, status, now))
         })
     }
 
@@ -471,4 +507,16 @@ pub fn series<'a>(metrics: &'a str, name: &str) -> Vec<&'a str> {
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .collect()
+}
+
+/// Whether a job is done (holds the latest period, nothing planned) or waits for later than
+/// `now`.
+fn job_settled(
+    kind: PeriodKind,
+    status: &wechat_miniprogram_exporter::sink::JobStatus,
+    now: DateTime<Utc>,
+) -> bool {
+    let target = Period::latest_completed(kind, now);
+    (status.held == Some(target) && status.next_attempt.is_none())
+        || status.next_attempt.is_some_and(|next| next > now)
 }

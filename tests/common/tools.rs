@@ -64,6 +64,12 @@ impl Pki {
     /// A certificate for `name` signed by the CA `ca`: for the server (127.0.0.1) or a
     /// client. Written to `dir/name.crt` and `dir/name.key`.
     pub fn sign(&self, ca: &str, name: &str, server: bool) {
+        self.sign_at(ca, name, server, None);
+    }
+
+    /// As [`Pki::sign`], signed as if the clock showed `at` (a `faketime` time such as
+    /// `"2020-01-01 00:00:00"`): a certificate valid for two days from then.
+    pub fn sign_at(&self, ca: &str, name: &str, server: bool, at: Option<&str>) {
         let extensions = self.path(&format!("{name}.ext"));
         let usage = if server {
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
@@ -93,26 +99,32 @@ impl Pki {
                 &format!("/CN={name}"),
             ],
         );
-        run(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &self.path(&format!("{ca}.crt")),
-                "-CAkey",
-                &self.path(&format!("{ca}.key")),
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &extensions,
-            ],
+        let (ca_crt, ca_key) = (
+            self.path(&format!("{ca}.crt")),
+            self.path(&format!("{ca}.key")),
         );
+        let (program, mut args) = match at {
+            Some(at) => ("faketime", vec![at, "openssl"]),
+            None => ("openssl", vec![]),
+        };
+        args.extend([
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extensions,
+        ]);
+        run(program, &args);
     }
 }
 
@@ -152,6 +164,8 @@ pub fn curl(args: &[&str]) -> Fetched {
 pub struct Binary {
     pub child: Child,
     pub address: std::net::SocketAddr,
+    /// What it wrote on stderr so far (read all along, so that it never blocks on a full pipe).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Binary {
@@ -178,23 +192,53 @@ impl Binary {
             ));
             command.arg(format!("--storage.path={}", storage.display()));
         }
-        let child = command
+        if !args.iter().any(|arg| arg.starts_with("--log.level")) {
+            command.arg("--log.level=warn");
+        }
+        let mut child = command
             .args(args)
             .arg(format!("--web.listen-address={address}"))
-            .arg("--log.level=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let written = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(read) = std::io::Read::read(&mut pipe, &mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buffer[..read]);
+                written.lock().unwrap().push_str(&text);
+            }
+        });
         let started = Instant::now();
         while std::net::TcpStream::connect(address).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the exporter never listened"
             );
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the exporter exited ({status}) before it listened: {}",
+                    stderr.lock().unwrap()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Binary { child, address }
+        Binary {
+            child,
+            address,
+            stderr,
+        }
+    }
+
+    /// What the binary wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// `https://127.0.0.1:PORT{path}` or `http://...`.
