@@ -17,7 +17,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::report::Report;
+use crate::domain::{App, AppId, Polling, Secret, Shard, TokenSource};
+use crate::report::{Report, ReportSet, Settings as ReportSettings};
 
 /// The environment prefix of every configuration key.
 pub const ENV_PREFIX: &str = "WECHAT_MINIPROGRAM_";
@@ -32,7 +33,7 @@ pub struct Config {
     /// How the poller schedules and retries.
     pub polling: Polling,
     /// What is exported of the reports.
-    pub reports: Reports,
+    pub reports: ReportSettings,
     /// The Mini Programs, ordered by name: those of this instance's shard only.
     pub apps: Vec<App>,
     /// Which share of the apps this instance polls (set from the command line).
@@ -93,154 +94,6 @@ impl Default for Web {
     }
 }
 
-/// One of `total` exporters that split the apps between them, each polling the apps whose
-/// appid hashes to its `index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    /// This instance's shard, `0..total`.
-    pub index: u32,
-    /// How many shards there are.
-    pub total: u32,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard { index: 0, total: 1 }
-    }
-}
-
-impl Shard {
-    /// A shard, checked: `index` must be below `total`.
-    pub fn new(index: u32, total: u32) -> Result<Shard, String> {
-        if total == 0 {
-            return Err("--total-shards must be at least 1".into());
-        }
-        if index >= total {
-            return Err(format!(
-                "--shard {index} is not below --total-shards {total}; shards are numbered 0 to {}",
-                total - 1
-            ));
-        }
-        Ok(Shard { index, total })
-    }
-
-    /// Whether this shard polls the app with `appid`: FNV-1a of the appid, modulo `total`.
-    /// Stable across versions, hosts and restarts, and independent of the other apps.
-    pub fn owns(self, appid: &str) -> bool {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in appid.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash % u64::from(self.total) == u64::from(self.index)
-    }
-}
-
-/// The `[polling]` table.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Polling {
-    /// How long to wait before asking again for a period WeChat has not published yet.
-    pub not_ready_retry: Duration,
-    /// The first delay after a transient error.
-    pub error_backoff_initial: Duration,
-    /// The longest delay after errors; also the retry delay of configuration errors.
-    pub error_backoff_max: Duration,
-    /// The most requests to WeChat in flight at once, over all apps.
-    pub concurrency: usize,
-    /// How long one request may take.
-    pub request_timeout: Duration,
-    /// The earliest time of day (Beijing, from midnight) to ask for a newly ended period.
-    pub first_attempt: Duration,
-}
-
-/// The `[reports]` table.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reports {
-    /// The reports polled and backfilled, by their `report` label.
-    pub enabled: Vec<String>,
-    /// How many pages (by visits) are exported per app.
-    pub pages_top: usize,
-    /// How many entries of each portrait dimension (the largest) are exported, per range and
-    /// cohort.
-    pub portrait_top: usize,
-    /// The portrait ranges, in days: 1, 7 or 30, each ending yesterday.
-    pub portrait_ranges: Vec<u32>,
-    /// How many JS error groups (by pv) are exported per error type.
-    pub js_errors_top: usize,
-    /// How often the API quota is asked, when the `quota` report is enabled.
-    pub quota_interval: Duration,
-}
-
-impl Reports {
-    /// Whether the report named `name` is polled.
-    pub fn is_enabled(&self, name: &str) -> bool {
-        self.enabled.iter().any(|enabled| enabled == name)
-    }
-}
-
-/// One Mini Program, from `[apps.NAME]` or from discovery.
-#[derive(Clone, Debug, PartialEq)]
-pub struct App {
-    /// The table name, exported as the label `app`.
-    pub name: String,
-    /// The Mini Program's AppID, exported as the label `appid`.
-    pub appid: String,
-    /// Where its access tokens come from.
-    pub token: TokenSource,
-}
-
-/// Where an app's access token comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TokenSource {
-    /// `POST /cgi-bin/stable_token` (the default): safe to share between replicas.
-    StableToken(Secret),
-    /// `GET /cgi-bin/token`: each fetch invalidates the previous token of this appid.
-    Token(Secret),
-    /// A central token service answering `{"access_token": ..., "expires_in": ...}` at this
-    /// URL (`{appid}` is replaced by the app's appid).
-    Url(String),
-    /// A file holding the token, or the JSON a token service answers; re-read regularly.
-    File(PathBuf),
-}
-
-impl App {
-    /// Every credential of the app, to scrub from any text that leaves the process: the
-    /// AppSecret, or the token URL and each of its query values.
-    pub fn credentials(&self) -> Vec<String> {
-        match &self.token {
-            TokenSource::StableToken(secret) | TokenSource::Token(secret) => {
-                vec![secret.expose().to_string()]
-            }
-            TokenSource::Url(url) => {
-                let query = url.split_once('?').map_or("", |(_, query)| query);
-                let values = query
-                    .split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .map(|(_, value)| value);
-                let mut credentials: Vec<String> = values
-                    .filter(|value| value.len() >= 4)
-                    .map(String::from)
-                    .collect();
-                credentials.insert(0, url.clone());
-                credentials
-            }
-            TokenSource::File(_) => Vec::new(),
-        }
-    }
-}
-
-impl TokenSource {
-    /// The value of `token_source` that selects this source.
-    pub fn name(&self) -> &'static str {
-        match self {
-            TokenSource::StableToken(_) => "stable_token",
-            TokenSource::Token(_) => "token",
-            TokenSource::Url(_) => "url",
-            TokenSource::File(_) => "file",
-        }
-    }
-}
-
 /// An AppSecret as written in the configuration: a string, or digits (a TOML number); never
 /// echoed in an error.
 #[derive(Clone, Default, Serialize)]
@@ -278,28 +131,6 @@ impl<'de> Deserialize<'de> for SecretText {
             }
         }
         deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A secret (an AppSecret): never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -808,7 +639,7 @@ impl RawDiscovery {
 }
 
 impl RawReports {
-    fn validate(&self, problems: &mut Problems) -> Reports {
+    fn validate(&self, problems: &mut Problems) -> ReportSettings {
         let mut count =
             |key: &str, value: i64, range: std::ops::RangeInclusive<usize>, why: &str| {
                 let count = usize::try_from(value).unwrap_or(0);
@@ -834,7 +665,7 @@ impl RawReports {
             1..=100,
             " (WeChat answers 30 groups per call)",
         );
-        Reports {
+        ReportSettings {
             enabled: self.enabled(problems),
             pages_top,
             portrait_top,
@@ -850,21 +681,22 @@ impl RawReports {
     }
 
     /// Every name must be a report of the registry.
-    fn enabled(&self, problems: &mut Problems) -> Vec<String> {
-        let mut enabled: Vec<String> = Vec::new();
+    fn enabled(&self, problems: &mut Problems) -> ReportSet {
+        let mut enabled = ReportSet::default();
         for name in &self.enabled {
             let name = name.trim();
-            if Report::by_name(name).is_none() {
-                let known: Vec<&str> = Report::all().map(|report| report.name()).collect();
-                problems.add(
-                    "reports.enabled",
-                    format!(
-                        "{name:?} is not a report; the reports are {}",
-                        known.join(", ")
-                    ),
-                );
-            } else if !enabled.iter().any(|other| other == name) {
-                enabled.push(name.to_string());
+            match Report::by_name(name) {
+                Some(report) => enabled = enabled.with(report),
+                None => {
+                    let known: Vec<&str> = Report::all().map(|report| report.name()).collect();
+                    problems.add(
+                        "reports.enabled",
+                        format!(
+                            "{name:?} is not a report; the reports are {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
             }
         }
         enabled
@@ -908,18 +740,10 @@ impl Default for Polling {
     }
 }
 
-impl Default for Reports {
-    fn default() -> Self {
-        RawConfig::default()
-            .reports
-            .validate(&mut Problems::default())
-    }
-}
-
 /// Every app, ordered by name; an appid configured twice is a problem.
 fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<App> {
     let mut apps = Vec::new();
-    let mut seen_appids: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen_appids: BTreeMap<AppId, String> = BTreeMap::new();
     for (name, raw) in raw {
         let key = format!("apps.{}", bounded_name(&name));
         if let Some(app) = raw.validate(&name, &key, problems) {
@@ -1065,29 +889,34 @@ impl RawApp {
         }
         let appid = self.appid(key, problems);
         let token = self.token_source(key, problems);
-        (problems.0.len() == before).then(|| App {
-            name: name.to_string(),
-            appid,
-            token: token.expect("no problem means a token source"),
-        })
+        match (appid, problems.0.len() == before) {
+            (Some(appid), true) => Some(App {
+                name: name.to_string(),
+                appid,
+                token: token.expect("no problem means a token source"),
+            }),
+            _ => None,
+        }
     }
 
-    fn appid(&self, key: &str, problems: &mut Problems) -> String {
-        match self.appid.as_deref().map(str::trim) {
-            Some(appid) if is_appid(appid) => appid.to_string(),
-            Some(appid) => {
-                problems.add(
-                    &format!("{key}.appid"),
-                    format!("{:?} is not a Mini Program AppID (\"wx\" and 16 letters or digits; see the admin console under Development > Development Settings)", bounded_name(appid)),
-                );
-                String::new()
+    fn appid(&self, key: &str, problems: &mut Problems) -> Option<AppId> {
+        match self.appid.as_deref() {
+            Some(text) => {
+                let appid = AppId::parse(text);
+                if appid.is_none() {
+                    problems.add(
+                        &format!("{key}.appid"),
+                        format!("{:?} is not a Mini Program AppID (\"wx\" and 16 letters or digits; see the admin console under Development > Development Settings)", bounded_name(text.trim())),
+                    );
+                }
+                appid
             }
             None => {
                 problems.add(
                     &format!("{key}.appid"),
                     "is missing; set it to the Mini Program's AppID (\"wx...\")",
                 );
-                String::new()
+                None
             }
         }
     }
@@ -1217,10 +1046,6 @@ impl RawApp {
 }
 
 /// An AppID is "wx" followed by 16 letters or digits.
-fn is_appid(text: &str) -> bool {
-    text.len() == 18 && text.starts_with("wx") && text.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 /// Reads `HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces).
 pub fn parse_listen_address(text: &str) -> Option<SocketAddr> {
     let text = text.trim();
@@ -1355,10 +1180,11 @@ mod tests {
             "{APP}[reports]\nenabled = [\"quota\", \"quota\"]\n"
         ))
         .unwrap();
-        assert_eq!(config.reports.enabled, ["quota"]);
+        let report = |name| Report::by_name(name).unwrap();
+        assert_eq!(config.reports.enabled, ReportSet::of([report("quota")]));
         let defaults = Config::from_toml(APP).unwrap().reports;
-        assert!(defaults.is_enabled("js_errors") && !defaults.is_enabled("quota"));
-        assert_eq!(defaults.portrait_ranges, [1, 7, 30]);
+        assert!(defaults.is_enabled(report("js_errors")) && !defaults.is_enabled(report("quota")));
+        assert_eq!(defaults, ReportSettings::default(), "one set of defaults");
     }
 
     #[test]

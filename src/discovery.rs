@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{discovered_apps, App, Discovery as Settings, Shard};
+use crate::config::{discovered_apps, Discovery as Settings};
+use crate::domain::{App, Shard};
 
 /// The largest JSON list read from a file or the URL.
 const MAX_LIST: usize = 16 << 20;

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::{App, Config, Polling};
+use crate::config::Config;
+use crate::domain::{App, Polling};
 use crate::poller::{AppPoller, Settings};
 use crate::sink::{AppSlot, Sink};
 use crate::store::Store;

@@ -65,6 +65,7 @@
 // In flow order (each group is kept as written).
 pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod period;
 
 pub mod wechat;

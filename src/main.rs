@@ -22,9 +22,10 @@ use wechat_miniprogram_exporter::backfill::plan::plan;
 use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::{
-    merge_apps, parse_listen_address, Config, Overrides, Shard, Web,
+    merge_apps, parse_listen_address, Config, Overrides, Web,
 };
 use wechat_miniprogram_exporter::discovery::Discovery;
+use wechat_miniprogram_exporter::domain::Shard;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::server::listen::{self, Limits};

@@ -20,7 +20,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::config::{App, Shard};
+use crate::domain::{App, Shard};
 use crate::exposition::{Exposition, Samples, Spill, Text};
 use crate::report::{AppData, Report};
 use crate::wechat::client::Observer;
@@ -295,7 +295,7 @@ impl SelfMetrics {
         for app in apps {
             for outcome in ["success", "error"] {
                 self.token_fetches
-                    .with_label_values(&[&app.appid, &app.name, outcome]);
+                    .with_label_values(&[app.appid.as_str(), &app.name, outcome]);
             }
         }
         let mut families = self.registry.gather();
@@ -333,14 +333,14 @@ impl SelfMetrics {
 impl Observer for SelfMetrics {
     fn request(&self, app: &App, endpoint: &str, elapsed: Duration, error: Option<&WeChatError>) {
         self.requests
-            .with_label_values(&[&app.appid, &app.name, endpoint])
+            .with_label_values(&[app.appid.as_str(), &app.name, endpoint])
             .inc();
         self.duration
             .with_label_values(&[endpoint])
             .observe(elapsed.as_secs_f64());
         if let Some(error) = error {
             self.errors
-                .with_label_values(&[&app.appid, &app.name, endpoint, &error.label()])
+                .with_label_values(&[app.appid.as_str(), &app.name, endpoint, &error.label()])
                 .inc();
         }
         self.changes.fetch_add(1, Ordering::Release);
@@ -350,7 +350,7 @@ impl Observer for SelfMetrics {
         for (reason, count) in [("invalid", tally.invalid), ("duplicate", tally.duplicate)] {
             if count > 0 {
                 self.dropped
-                    .with_label_values(&[&app.appid, &app.name, endpoint, reason])
+                    .with_label_values(&[app.appid.as_str(), &app.name, endpoint, reason])
                     .inc_by(u64::from(count));
             }
         }
@@ -360,7 +360,7 @@ impl Observer for SelfMetrics {
     fn token_fetch(&self, app: &App, ok: bool) {
         let outcome = if ok { "success" } else { "error" };
         self.token_fetches
-            .with_label_values(&[&app.appid, &app.name, outcome])
+            .with_label_values(&[app.appid.as_str(), &app.name, outcome])
             .inc();
         self.changes.fetch_add(1, Ordering::Release);
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Days, Timelike, Utc};
 
 use crate::clock::Deadline;
-use crate::config::Polling;
+use crate::domain::Polling;
 use crate::period::{beijing_date, beijing_midnight};
 use crate::wechat::ErrorClass;
 

@@ -40,10 +40,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::clock::{after, Clock, Deadline, Moment};
-use crate::config::{Polling, Reports};
+use crate::domain::Polling;
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
 use crate::publication::Habits;
+use crate::report::Settings as ReportSettings;
 use crate::report::{Held, Piece, Publication, Report, SnapshotData};
 use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
 use crate::wechat::client::{AppConnection, Client};
@@ -55,7 +56,7 @@ pub struct Settings {
     /// Retry and backoff delays.
     pub polling: Polling,
     /// What is kept of the reports.
-    pub reports: Reports,
+    pub reports: ReportSettings,
 }
 
 /// The answers of a period fetched so far, by call number, read and as sent: `None` for an
@@ -87,7 +88,7 @@ struct Job {
 
 impl Job {
     /// A job holding what `resume` says it held (fetched before a restart or a reload).
-    fn new(report: Report, kind: PeriodKind, reports: &Reports, resume: &Resume) -> Job {
+    fn new(report: Report, kind: PeriodKind, reports: &ReportSettings, resume: &Resume) -> Job {
         let held = resume.held.get(&(report, kind)).copied();
         let refresh = report.refresh(reports);
         Job {

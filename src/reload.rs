@@ -18,8 +18,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 use crate::clock::{Clock, Moment};
-use crate::config::{merge_apps, App, Config, Overrides};
+use crate::config::{merge_apps, Config, Overrides};
 use crate::discovery::Discovery;
+use crate::domain::App;
 use crate::fleet::{Changes, Fleet};
 use crate::metrics::SelfMetrics;
 

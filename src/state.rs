@@ -35,9 +35,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::Reports;
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::publication::Habits;
+use crate::report::Settings as ReportSettings;
 use crate::report::{Held, Piece, Report};
 use crate::sink::{Answers, Resume};
 
@@ -264,7 +264,7 @@ impl StateDir {
 
     /// What `appid` had on disk, read with the current `reports` settings at `now`. What
     /// cannot be read is a warning and is left out.
-    pub fn load(&self, appid: &str, reports: &Reports, now: DateTime<Utc>) -> Loaded {
+    pub fn load(&self, appid: &str, reports: &ReportSettings, now: DateTime<Utc>) -> Loaded {
         let dir = self.app_dir(appid);
         let mut loaded = Loaded::default();
         if let Err(problem) = own_directory(&dir) {
@@ -450,7 +450,7 @@ fn held_from(
     appid: &str,
     report: Report,
     kind: PeriodKind,
-    reports: &Reports,
+    reports: &ReportSettings,
     now: DateTime<Utc>,
 ) -> Result<Held, Unread> {
     let file: HeldFile = serde_json::from_slice(text).map_err(|error| error.to_string())?;

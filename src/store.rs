@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::config::{App, Reports};
+use crate::domain::App;
 use crate::metrics::{render, render_spilling, SelfMetrics};
 use crate::period::PeriodKind;
 use crate::publication::Habits;
+use crate::report::Settings as ReportSettings;
 use crate::report::{AppData, Held, Report};
 use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
 use crate::state::StateDir;
@@ -106,7 +107,7 @@ impl Store {
     pub fn new(apps: &[App], self_metrics: Arc<SelfMetrics>) -> Store {
         let store = Store::empty(self_metrics, None);
         for app in apps {
-            store.add(app, &Reports::default(), DateTime::<Utc>::MIN_UTC);
+            store.add(app, &ReportSettings::default(), DateTime::<Utc>::MIN_UTC);
         }
         store
     }
@@ -140,7 +141,12 @@ impl Store {
 
     /// Adds `app`, with what it had on disk (read with `reports` at `now`): its poller starts
     /// from the returned [`Resume`]. An app whose periods were read from disk is ready at once.
-    pub fn add(&self, app: &App, reports: &Reports, now: DateTime<Utc>) -> (AppSlot, Resume) {
+    pub fn add(
+        &self,
+        app: &App,
+        reports: &ReportSettings,
+        now: DateTime<Utc>,
+    ) -> (AppSlot, Resume) {
         let loaded = match &self.disk {
             Some(disk) => disk.load(&app.appid, reports, now),
             None => Default::default(),
@@ -152,7 +158,7 @@ impl Store {
         let slot = AppSlot(self.next_slot.fetch_add(1, Ordering::Relaxed));
         let data = AppData {
             name: app.name.clone(),
-            appid: app.appid.clone(),
+            appid: app.appid.to_string(),
             up: true,
             held: loaded.held,
         };
@@ -184,7 +190,7 @@ impl Store {
 
     /// Forgets what the app in `slot` holds of reports `reports` no longer enables, and
     /// their statuses: a report switched off by a reload is no longer exported.
-    pub fn keep_enabled(&self, slot: AppSlot, reports: &Reports) {
+    pub fn keep_enabled(&self, slot: AppSlot, reports: &ReportSettings) {
         self.write_app(slot, |data, meta| {
             data.held
                 .retain(|(report, _), _| report.is_enabled(reports));
@@ -438,12 +444,12 @@ impl Sink for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, TokenSource};
+    use crate::domain::{Secret, TokenSource};
 
     fn store() -> Store {
         let app = App {
             name: "shop".into(),
-            appid: "wx1234567890abcdef".into(),
+            appid: crate::domain::AppId::parse("wx1234567890abcdef").unwrap(),
             token: TokenSource::StableToken(Secret::new("s")),
         };
         Store::new(&[app], Arc::new(SelfMetrics::new()))

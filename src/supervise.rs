@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::config::Polling;
+use crate::domain::Polling;
 use crate::policy::backoff;
 use crate::sink::{AppSlot, Sink};
 

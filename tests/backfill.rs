@@ -13,9 +13,9 @@ use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 use common::prometheus::{create_blocks, run_binary as run, temp_dir, Prometheus};
 use common::{beijing, simulated, simulated_call, simulated_trend, spawn_simulation, two_apps};
 use serde_json::Value;
-use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::period::{beijing_date, Period, PeriodKind};
 use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::report::Settings as ReportSettings;
 use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
 /// A configuration for the simulated apps, with quick backoff and one call at a time.
@@ -63,7 +63,7 @@ fn visit_uv(app: &SimApp, period: Period) -> f64 {
 /// (series of `app`, the value the simulation answers for `day`) of the console's reports
 /// with history, each asked as `serve` would ask it for that day.
 fn console_figures(app: &SimApp, day: Period, last: NaiveDate) -> Vec<(String, f64)> {
-    let reports = Reports::default();
+    let reports = ReportSettings::default();
     let call = |report: &str, n: usize| {
         Report::by_name(report)
             .unwrap()

@@ -22,9 +22,9 @@ use figment::Figment;
 use serde::Deserialize;
 use serde_json::Value;
 
-use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::exposition::Text;
 use wechat_miniprogram_exporter::period::Period;
+use wechat_miniprogram_exporter::report::Settings as ReportSettings;
 use wechat_miniprogram_exporter::report::{AppData, Held, Piece, Report};
 use wechat_miniprogram_exporter::wechat::{wire, Call, WeChatError};
 
@@ -183,7 +183,7 @@ fn without_app(line: &str) -> (String, f64) {
 
 /// The report's call number `number` of `period`.
 fn call_of(report: Report, period: Period, number: usize) -> Call {
-    let calls = report.calls(period, &Reports::default());
+    let calls = report.calls(period, &ReportSettings::default());
     calls
         .into_iter()
         .nth(number)
@@ -223,7 +223,7 @@ fn exported(
     piece: Option<Piece>,
     alone: bool,
 ) -> Vec<String> {
-    let reports = Reports::default();
+    let reports = ReportSettings::default();
     let calls = report.calls(period, &reports);
     let pieces: Vec<Option<&Piece>> = calls
         .iter()

@@ -18,9 +18,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
-use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::exposition::Text;
 use wechat_miniprogram_exporter::period::{beijing_midnight, Period};
+use wechat_miniprogram_exporter::report::Settings as ReportSettings;
 use wechat_miniprogram_exporter::report::{AppData, Held, Piece, Report};
 use wechat_miniprogram_exporter::simulation::model::{Model, Request};
 use wechat_miniprogram_exporter::simulation::SimApp;
@@ -80,12 +80,10 @@ fn now() -> DateTime<Utc> {
     beijing_midnight(NaiveDate::from_ymd_opt(2024, 7, 2).unwrap()) + chrono::Duration::hours(20)
 }
 
-fn reports() -> Reports {
-    Reports {
-        enabled: Report::all()
-            .map(|report| report.name().to_string())
-            .collect(),
-        ..Reports::default()
+fn reports() -> ReportSettings {
+    ReportSettings {
+        enabled: wechat_miniprogram_exporter::report::ReportSet::all(),
+        ..ReportSettings::default()
     }
 }
 

@@ -1017,8 +1017,9 @@ async fn finding_10_a_write_that_fails_is_kept_and_written_when_it_can_be() {
 // rewrite removes nothing; a real removal applies one check later.
 #[tokio::test]
 async fn finding_12_a_discovery_file_being_rewritten_removes_no_app() {
-    use wechat_miniprogram_exporter::config::{Discovery as Settings, Shard};
+    use wechat_miniprogram_exporter::config::Discovery as Settings;
     use wechat_miniprogram_exporter::discovery::Discovery;
+    use wechat_miniprogram_exporter::domain::Shard;
     let dir = temp_dir("hardening-rewrite");
     let file = dir.join("apps.json");
     let list = |n: usize| {

@@ -12,9 +12,9 @@ use common::prometheus::check_metrics;
 use common::{
     beijing, sample, series, simulated, simulated_call, spawn_app_with, two_apps, TestApp,
 };
-use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::period::Period;
 use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::report::Settings as ReportSettings;
 use wechat_miniprogram_exporter::simulation::Fault;
 
 /// Every report, the quota included.
@@ -48,7 +48,7 @@ fn date(text: &str) -> NaiveDate {
 fn calls(report: &str, period: Period) -> Vec<wechat_miniprogram_exporter::wechat::Call> {
     Report::by_name(report)
         .unwrap()
-        .calls(period, &Reports::default())
+        .calls(period, &ReportSettings::default())
 }
 
 /// The lines of the console's families that mention `app`.
@@ -270,7 +270,7 @@ async fn the_portrait_performance_data_and_quota_are_the_simulated_values() {
     let today = day("20240605");
     let quota = &Report::by_name("quota")
         .unwrap()
-        .calls(today, &Reports::default())[0];
+        .calls(today, &ReportSettings::default())[0];
     let answer = simulated_call(&shop, "quota", quota, last);
     for (family, field) in [
         ("wechat_miniprogram_api_quota_daily_limit", "daily_limit"),

@@ -213,7 +213,7 @@ impl History {
         let config = &self.plan.apps[app];
         let mut state = AppData {
             name: config.name.clone(),
-            appid: config.appid.clone(),
+            appid: config.appid.to_string(),
             up: true,
             held: BTreeMap::new(),
         };

@@ -7,9 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 
 use super::{Options, HEAD_BLOCK};
-use crate::config::{App, Config, Reports};
+use crate::config::Config;
+use crate::domain::App;
 use crate::period::{beijing_date, beijing_midnight, Period, PeriodKind};
 use crate::report::Report;
+use crate::report::Settings as ReportSettings;
 use crate::wechat::Call;
 
 /// One call to make: a call of a report of an app. Calls that several periods share (a
@@ -32,7 +34,7 @@ pub struct Plan {
     to: NaiveDate,
     pub(super) step: Duration,
     published_at: NaiveTime,
-    pub(super) reports: Reports,
+    pub(super) reports: ReportSettings,
     /// Per kind, the periods that end in the range and are published before the cutoff.
     pub(super) periods: BTreeMap<PeriodKind, Vec<Period>>,
     /// Every call, each once, oldest first.
@@ -170,7 +172,11 @@ fn chosen_apps(config: &Config, names: &[String]) -> Result<Vec<App>, String> {
 
 /// Every call of every enabled report of every app for `periods`, each once; oldest first,
 /// the apps side by side, so that progress is even and a late failure costs little.
-fn units(apps: usize, periods: &BTreeMap<PeriodKind, Vec<Period>>, reports: &Reports) -> Vec<Unit> {
+fn units(
+    apps: usize,
+    periods: &BTreeMap<PeriodKind, Vec<Period>>,
+    reports: &ReportSettings,
+) -> Vec<Unit> {
     let mut units = BTreeSet::new();
     for report in Report::all().filter(|report| report.is_backfilled(reports)) {
         for kind in report.kinds() {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Days, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -90,7 +90,7 @@ impl ReportSpec for DailySummary {
         "datacube/getweanalysisappiddailysummarytrend"
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
@@ -107,7 +107,7 @@ impl ReportSpec for DailySummary {
         }))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Summary>], _: &Reports) -> Summary {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Summary>], _: &Settings) -> Summary {
         pieces[0].cloned().unwrap_or_default()
     }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::Settings;
 use super::{Publication, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{Refusal, Request};
@@ -42,15 +42,15 @@ pub trait AnyReport: Sync {
     /// Whether WeChat answers past periods.
     fn has_history(&self) -> bool;
     /// How often the current period is fetched again, if it is.
-    fn refresh(&self, reports: &Reports) -> Option<std::time::Duration>;
+    fn refresh(&self, reports: &Settings) -> Option<std::time::Duration>;
     /// The calls of a backfill of `periods`.
-    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call>;
+    fn history_calls(&self, periods: &[Period], reports: &Settings) -> Vec<Call>;
     /// Reads the answer to a backfill call into pieces, each under the call it stands for.
     fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, Piece)>, WeChatError>;
     /// The API path for `kind`.
     fn path(&self, kind: PeriodKind) -> &'static str;
     /// The calls of `period`.
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call>;
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call>;
     /// Reads an answer into a piece.
     fn parse(&self, call: &Call, answer: Value) -> Result<Option<Piece>, WeChatError>;
     /// The snapshot of `period` from its pieces, published (use [`super::Report::assemble`]).
@@ -58,7 +58,7 @@ pub trait AnyReport: Sync {
         &self,
         period: Period,
         pieces: &[Option<&Piece>],
-        reports: &Reports,
+        reports: &Settings,
     ) -> Option<Arc<dyn SnapshotData>>;
     /// How many families the report exports.
     fn family_count(&self) -> usize;
@@ -101,11 +101,11 @@ impl<R: ReportSpec> AnyReport for R {
         R::HISTORY
     }
 
-    fn refresh(&self, reports: &Reports) -> Option<std::time::Duration> {
+    fn refresh(&self, reports: &Settings) -> Option<std::time::Duration> {
         ReportSpec::refresh(self, reports)
     }
 
-    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call> {
+    fn history_calls(&self, periods: &[Period], reports: &Settings) -> Vec<Call> {
         ReportSpec::history_calls(self, periods, reports)
     }
 
@@ -121,7 +121,7 @@ impl<R: ReportSpec> AnyReport for R {
         ReportSpec::path(self, kind)
     }
 
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         ReportSpec::calls(self, period, reports)
     }
 
@@ -134,7 +134,7 @@ impl<R: ReportSpec> AnyReport for R {
         &self,
         period: Period,
         pieces: &[Option<&Piece>],
-        reports: &Reports,
+        reports: &Settings,
     ) -> Option<Arc<dyn SnapshotData>> {
         let typed: Vec<Option<&R::Piece>> = pieces
             .iter()

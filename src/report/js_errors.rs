@@ -11,8 +11,8 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -196,7 +196,7 @@ impl ReportSpec for JsErrors {
         "wxaapi/log/jserr_list"
     }
 
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let top = reports.js_errors_top.max(1);
         let pages = top.div_ceil(PAGE);
         let types = TYPES.iter();
@@ -224,7 +224,12 @@ impl ReportSpec for JsErrors {
         Ok(Some(ErrorPage { total, groups }))
     }
 
-    fn snapshot(&self, period: Period, pieces: &[Option<&ErrorPage>], reports: &Reports) -> Errors {
+    fn snapshot(
+        &self,
+        period: Period,
+        pieces: &[Option<&ErrorPage>],
+        reports: &Settings,
+    ) -> Errors {
         let calls = self.calls(period, reports);
         let types = TYPES.iter().map(|(error_type, label)| {
             let pages: Vec<&ErrorPage> = calls
@@ -364,9 +369,9 @@ mod tests {
 
     #[test]
     fn calls_ask_by_pv_thirty_at_most_with_dashed_dates() {
-        let reports = Reports {
+        let reports = Settings {
             js_errors_top: 45,
-            ..Reports::default()
+            ..Settings::default()
         };
         let calls = JsErrors.calls(day("20210125"), &reports);
         assert_eq!(calls.len(), 3 * 2);
@@ -388,7 +393,7 @@ mod tests {
         let app = crate::simulation::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
         let answer = |date: &str, limit: u64| {
             let mut body: Value =
-                serde_json::from_str(&JsErrors.calls(day(date), &Reports::default())[0].body)
+                serde_json::from_str(&JsErrors.calls(day(date), &Settings::default())[0].body)
                     .unwrap();
             body["limit"] = json!(limit);
             let request = Request {
@@ -437,9 +442,9 @@ mod tests {
             {"errorMsgMd5": "not-hex-at-all!!", "errorMsg": "dropped", "pv": 9},
             {"errorMsgMd5": "0123456789abcdef99", "errorMsg": "same id, fewer pv", "pv": 1},
         ]});
-        let call = &JsErrors.calls(day("20210125"), &Reports::default())[0];
+        let call = &JsErrors.calls(day("20210125"), &Settings::default())[0];
         let page = JsErrors.parse(call, answer).unwrap().unwrap();
-        let errors = JsErrors.snapshot(day("20210125"), &[Some(&page)], &Reports::default());
+        let errors = JsErrors.snapshot(day("20210125"), &[Some(&page)], &Settings::default());
         let text = rendered(Report::by_name(JsErrors::NAME).unwrap(), errors);
         let info: Vec<&str> = text
             .lines()

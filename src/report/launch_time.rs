@@ -10,8 +10,8 @@ use chrono::Datelike;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{span, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -129,7 +129,7 @@ impl ReportSpec for LaunchTime {
         "wxaapi/log/get_performance"
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         PHASES
             .iter()
             .map(|(phase, _)| call(period, period, *phase))
@@ -141,7 +141,7 @@ impl ReportSpec for LaunchTime {
         Ok(found.map(|(_, milliseconds)| milliseconds))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&f64>], _: &Reports) -> LaunchTimes {
+    fn snapshot(&self, _: Period, pieces: &[Option<&f64>], _: &Settings) -> LaunchTimes {
         let phases = PHASES.iter().zip(pieces);
         let phases = phases.filter_map(|((_, phase), ms)| Some((*phase, **ms.as_ref()?)));
         LaunchTimes {
@@ -149,7 +149,7 @@ impl ReportSpec for LaunchTime {
         }
     }
 
-    fn history_calls(&self, periods: &[Period], _: &Reports) -> Vec<Call> {
+    fn history_calls(&self, periods: &[Period], _: &Settings) -> Vec<Call> {
         let spans = span::spans(periods);
         let phases = PHASES.iter();
         phases
@@ -235,7 +235,7 @@ mod tests {
     fn the_documented_example_holds_json_in_a_string() {
         let answer = json!({"default_time_data": "{\"list\":[{\"ref_date\":\"20191029\",\"cost_time_type\":2,\"cost_time\":1533}]}",
             "compare_time_data": "", "errcode": 0});
-        let calls = LaunchTime.calls(day("20191029"), &Reports::default());
+        let calls = LaunchTime.calls(day("20191029"), &Settings::default());
         assert_eq!(
             LaunchTime.parse(&calls[1], answer.clone()),
             Ok(Some(1533.0))
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn an_empty_list_an_empty_string_and_another_day_hold_nothing() {
-        let call = &LaunchTime.calls(day("20191029"), &Reports::default())[0];
+        let call = &LaunchTime.calls(day("20191029"), &Settings::default())[0];
         for data in [
             json!("{\"list\":[]}"),
             json!(""),
@@ -268,7 +268,7 @@ mod tests {
         let days: Vec<Period> = std::iter::successors(Some(day("20240101")), |p| Some(p.next()))
             .take(40)
             .collect();
-        let calls = LaunchTime.history_calls(&days, &Reports::default());
+        let calls = LaunchTime.history_calls(&days, &Settings::default());
         assert_eq!(calls.len(), 2 * 3, "two spans, three phases");
         let answer = json!({"default_time_data": json!({"list": [
             {"ref_date": "20240102", "cost_time_type": 1, "cost_time": 2000},
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(
             pieces,
             [(
-                LaunchTime.calls(day("20240102"), &Reports::default())[0].clone(),
+                LaunchTime.calls(day("20240102"), &Settings::default())[0].clone(),
                 2000.0
             )]
         );

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::Reports;
 use crate::exposition::{Exposition, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{Refusal, Request};
@@ -43,6 +42,7 @@ pub mod launch_time;
 pub mod performance;
 pub mod quota;
 pub mod retention;
+mod settings;
 pub mod span;
 pub mod user_portrait;
 pub mod visit_distribution;
@@ -50,6 +50,7 @@ pub mod visit_page;
 pub mod visit_trend;
 
 pub use erased::{AnyReport, Piece, SnapshotData};
+pub use settings::{ReportSet, Settings};
 
 /// Every report, in the order they are polled and exported.
 static REGISTRY: &[&dyn AnyReport] = &[
@@ -92,7 +93,7 @@ pub trait ReportSpec: Sync + 'static {
     /// The API path (after the base URL) of the report for `kind`.
     fn path(&self, kind: PeriodKind) -> &'static str;
     /// The calls that fetch `period`. The first decides whether the period is published.
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call>;
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call>;
     /// Reads the answer to `call` (a JSON object without an errcode): `None` when it holds
     /// nothing, which means "not published" (never a zero).
     fn parse(&self, call: &Call, answer: Value) -> Result<Option<Self::Piece>, WeChatError>;
@@ -102,19 +103,19 @@ pub trait ReportSpec: Sync + 'static {
         &self,
         period: Period,
         pieces: &[Option<&Self::Piece>],
-        reports: &Reports,
+        reports: &Settings,
     ) -> Self::Snapshot;
 
     /// How often the current period is fetched again, for a report that is not published
     /// once per period (the API quota); `None` for the others.
-    fn refresh(&self, _reports: &Reports) -> Option<std::time::Duration> {
+    fn refresh(&self, _reports: &Settings) -> Option<std::time::Duration> {
         None
     }
 
     /// The calls that fetch every period of `periods` (of one kind, oldest first) for
     /// `backfill`; by default the calls of each period. A report whose API answers ranges
     /// asks for them in as few calls as it can; one without history asks nothing.
-    fn history_calls(&self, periods: &[Period], reports: &Reports) -> Vec<Call> {
+    fn history_calls(&self, periods: &[Period], reports: &Settings) -> Vec<Call> {
         periods
             .iter()
             .flat_map(|period| self.calls(*period, reports))
@@ -197,7 +198,7 @@ impl Report {
         self,
         period: Period,
         pieces: &[Option<&Piece>],
-        reports: &Reports,
+        reports: &Settings,
     ) -> Option<Arc<dyn SnapshotData>> {
         let published = match self.publication() {
             Publication::First => pieces.first().is_some_and(Option::is_some),
@@ -210,12 +211,17 @@ impl Report {
     }
 
     /// Whether the report is polled with these settings.
-    pub fn is_enabled(self, reports: &Reports) -> bool {
-        reports.is_enabled(self.name())
+    pub fn is_enabled(self, reports: &Settings) -> bool {
+        reports.is_enabled(self)
+    }
+
+    /// The report's bit in a [`ReportSet`].
+    fn bit(self) -> u32 {
+        1 << self.0
     }
 
     /// Whether `backfill` fetches the report with these settings.
-    pub fn is_backfilled(self, reports: &Reports) -> bool {
+    pub fn is_backfilled(self, reports: &Settings) -> bool {
         self.is_enabled(reports) && self.has_history()
     }
 
@@ -296,7 +302,7 @@ pub(crate) mod tests {
     ) -> Result<Option<T>, WeChatError> {
         let report = Report::by_name(name).unwrap();
         let period = Period::parse_ref_date(ref_date).unwrap();
-        let call = report.calls(period, &Reports::default()).remove(0);
+        let call = report.calls(period, &Settings::default()).remove(0);
         let Some(answer) = wire::answer(body.as_bytes())? else {
             return Ok(None);
         };
@@ -330,7 +336,7 @@ pub(crate) mod tests {
     fn converted(name: &str, ref_date: &str, bodies: &[&str]) -> Option<String> {
         let report = Report::by_name(name).unwrap();
         let period = Period::parse_ref_date(ref_date).unwrap();
-        let reports = Reports::default();
+        let reports = Settings::default();
         let pieces: Vec<Option<Piece>> = report
             .calls(period, &reports)
             .iter()

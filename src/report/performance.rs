@@ -11,8 +11,8 @@ use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{span, Family, Publication, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -169,7 +169,7 @@ impl ReportSpec for Performance {
         "wxa/business/performance/boot"
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         let modules = MODULES.iter();
         modules
             .map(|(module, _)| call(period, period, *module))
@@ -185,7 +185,7 @@ impl ReportSpec for Performance {
         Ok((!found.is_empty()).then_some(found))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Indicators>], _: &Reports) -> Modules {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Indicators>], _: &Settings) -> Modules {
         let modules = MODULES.iter().zip(pieces);
         let modules = modules.filter_map(|((_, module), found)| Some((*module, (*found)?.clone())));
         Modules {
@@ -193,7 +193,7 @@ impl ReportSpec for Performance {
         }
     }
 
-    fn history_calls(&self, periods: &[Period], _: &Reports) -> Vec<Call> {
+    fn history_calls(&self, periods: &[Period], _: &Settings) -> Vec<Call> {
         let spans = span::spans(periods);
         let modules = MODULES.iter();
         modules
@@ -314,7 +314,7 @@ mod tests {
     fn the_documented_example_has_its_value_as_a_string() {
         let answer = json!({"errcode":0,"data":{"body":{"tables":[{"id":"memory","zh":"内存均值",
             "lines":[{"fields":[{"refdate":"20210103","value":"314"}]}]}],"count":1}}});
-        let calls = Performance.calls(day("20210103"), &Reports::default());
+        let calls = Performance.calls(day("20210103"), &Settings::default());
         assert_eq!(calls[3].part, 10022);
         assert!(
             calls[3].body.contains("\"module\":\"10022\""),
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn no_table_another_day_or_an_unreadable_value_hold_nothing() {
-        let call = &Performance.calls(day("20210103"), &Reports::default())[0];
+        let call = &Performance.calls(day("20210103"), &Settings::default())[0];
         for answer in [
             json!({"errcode": 0}),
             json!({"data": {"body": {"tables": []}}}),
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_repeated_table_keeps_its_first_value() {
-        let call = &Performance.calls(day("20210103"), &Reports::default())[0];
+        let call = &Performance.calls(day("20210103"), &Settings::default())[0];
         let line = |value: &str| json!({"fields": [{"refdate": "20210103", "value": value}]});
         let answer = json!({"data": {"body": {"tables": [
             {"id": "rate", "lines": [line("0.9"), line("0.8")]},

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{Family, Publication, Report, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Refusal, Request};
@@ -56,7 +56,7 @@ struct QuotaWire {
 }
 
 /// The paths the exporter calls for the enabled reports (this one aside), each once.
-fn paths(reports: &Reports) -> Vec<&'static str> {
+fn paths(reports: &Settings) -> Vec<&'static str> {
     let mut paths: Vec<&'static str> = Vec::new();
     let enabled = Report::all().filter(|report| report.is_enabled(reports));
     for report in enabled.filter(|report| report.name() != Quota::NAME) {
@@ -123,7 +123,7 @@ impl ReportSpec for Quota {
         "cgi-bin/openapi/quota/get"
     }
 
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let paths = paths(reports).into_iter().enumerate();
         paths
             .map(|(number, path)| Call {
@@ -145,7 +145,7 @@ impl ReportSpec for Quota {
         }))
     }
 
-    fn snapshot(&self, period: Period, pieces: &[Option<&Usage>], reports: &Reports) -> Usages {
+    fn snapshot(&self, period: Period, pieces: &[Option<&Usage>], reports: &Settings) -> Usages {
         let calls = self.calls(period, reports);
         let endpoints = calls.iter().zip(pieces).filter_map(|(call, usage)| {
             let body: Value = serde_json::from_str(&call.body).ok()?;
@@ -157,11 +157,11 @@ impl ReportSpec for Quota {
         }
     }
 
-    fn refresh(&self, reports: &Reports) -> Option<Duration> {
+    fn refresh(&self, reports: &Settings) -> Option<Duration> {
         Some(reports.quota_interval)
     }
 
-    fn history_calls(&self, _: &[Period], _: &Reports) -> Vec<Call> {
+    fn history_calls(&self, _: &[Period], _: &Settings) -> Vec<Call> {
         Vec::new()
     }
 
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_documented_answer_is_read() {
-        let call = &Quota.calls(today(), &Reports::default())[0];
+        let call = &Quota.calls(today(), &Settings::default())[0];
         let answer = json!({"errcode":0,"quota":{"daily_limit":10000000,"used":1,"remain":9999999},
             "rate_limit":{"call_count":10,"refresh_second":1}});
         assert_eq!(
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn every_path_of_the_enabled_reports_is_asked_once_and_exported_by_endpoint() {
-        let reports = Reports::default();
+        let reports = Settings::default();
         let calls = Quota.calls(today(), &reports);
         assert!(
             calls[0]

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -204,7 +204,7 @@ impl ReportSpec for Retention {
 
     /// One call per lag, for its cohort; a cohort's call is the same whichever period asks
     /// it (`backfill` makes it once).
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         let path = self.path(period.kind());
         lags(period.kind())
             .iter()
@@ -228,7 +228,7 @@ impl ReportSpec for Retention {
         &self,
         period: Period,
         pieces: &[Option<&Cohort>],
-        _: &Reports,
+        _: &Settings,
     ) -> Vec<RetentionLag> {
         let cohorts: Vec<(u32, Option<&Cohort>)> = lags(period.kind())
             .iter()
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_calls_of_a_period_are_its_cohorts_newest_first() {
-        let calls = Retention.calls(day("20240310"), &Reports::default());
+        let calls = Retention.calls(day("20240310"), &Settings::default());
         let asked: Vec<String> = calls.iter().map(|call| call.asks.ref_date()).collect();
         assert_eq!(asked[..3], ["20240310", "20240309", "20240308"]);
         assert_eq!(asked.last().unwrap(), "20240209");

@@ -11,8 +11,8 @@ use chrono::{Days, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -184,7 +184,7 @@ impl ReportSpec for UserPortrait {
         "datacube/getweanalysisappiduserportrait"
     }
 
-    fn calls(&self, period: Period, reports: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let path = self.path(period.kind());
         reports
             .portrait_ranges
@@ -218,7 +218,7 @@ impl ReportSpec for UserPortrait {
         Ok(Some(portrait))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Portrait>], reports: &Reports) -> Portraits {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Portrait>], reports: &Settings) -> Portraits {
         let ranges = reports.portrait_ranges.iter().zip(pieces);
         let ranges = ranges.filter_map(|(&days, portrait)| {
             let portrait = portrait.as_ref()?;
@@ -510,7 +510,7 @@ mod tests {
     /// The calls of yesterday 2017-06-17, by range in days.
     fn call_of(days: u32) -> Call {
         let period = Period::parse_ref_date("20170617").unwrap();
-        let calls = UserPortrait.calls(period, &Reports::default());
+        let calls = UserPortrait.calls(period, &Settings::default());
         calls.into_iter().find(|call| call.part == days).unwrap()
     }
 
@@ -566,7 +566,7 @@ mod tests {
         let call = UserPortrait
             .calls(
                 Period::parse_ref_date("20170617").unwrap(),
-                &Reports::default(),
+                &Settings::default(),
             )
             .remove(1);
         let body = serde_json::json!({"ref_date": "20170611-20170617",
@@ -596,10 +596,10 @@ mod tests {
         let long = "长".repeat(5000);
         let body = json!({"ref_date": "20170611", "visit_uv": {"city": many, "devices": [{"name": long, "value": 1}]}});
         let read = portrait(&body.to_string()).unwrap();
-        let reports = Reports {
+        let reports = Settings {
             portrait_top: 5,
             portrait_ranges: vec![1],
-            ..Reports::default()
+            ..Settings::default()
         };
         let period = Period::parse_ref_date("20170611").unwrap();
         let kept = UserPortrait.snapshot(period, &[Some(&read)], &reports);

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, Model, Refusal, Request};
@@ -255,7 +255,7 @@ impl ReportSpec for VisitDistribution {
         "datacube/getweanalysisappidvisitdistribution"
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
@@ -288,7 +288,7 @@ impl ReportSpec for VisitDistribution {
         Ok(Some(Distribution { indexes }))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Distribution>], _: &Reports) -> Distribution {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Distribution>], _: &Settings) -> Distribution {
         pieces[0].cloned().unwrap_or_default()
     }
 

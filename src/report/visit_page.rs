@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{noise, round4, Model, Refusal, Request};
@@ -151,7 +151,7 @@ impl ReportSpec for VisitPage {
         "datacube/getweanalysisappidvisitpage"
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
@@ -183,7 +183,7 @@ impl ReportSpec for VisitPage {
         Ok(Some(pages))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Vec<Page>>], reports: &Reports) -> Vec<Page> {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Vec<Page>>], reports: &Settings) -> Vec<Page> {
         top_pages(pieces[0].cloned().unwrap_or_default(), reports.pages_top)
     }
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Settings;
 use super::{datacube, Family, ReportSpec};
-use crate::config::Reports;
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulation::model::{round4, Model, Refusal, Request};
@@ -132,7 +132,7 @@ impl ReportSpec for VisitTrend {
         }
     }
 
-    fn calls(&self, period: Period, _: &Reports) -> Vec<Call> {
+    fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
@@ -153,7 +153,7 @@ impl ReportSpec for VisitTrend {
         }))
     }
 
-    fn snapshot(&self, _: Period, pieces: &[Option<&Trend>], _: &Reports) -> Trend {
+    fn snapshot(&self, _: Period, pieces: &[Option<&Trend>], _: &Settings) -> Trend {
         pieces[0].cloned().unwrap_or_default()
     }
 

@@ -20,7 +20,7 @@ use super::token::TokenCache;
 use super::wire::{self, Tally};
 use super::{Call, WeChatError};
 use crate::clock::Clock;
-use crate::config::{App, Polling};
+use crate::domain::{App, Polling};
 
 /// The largest answer read, in bytes: the largest real answer (200 pages) is far below.
 pub const MAX_ANSWER: usize = 4 << 20;

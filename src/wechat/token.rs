@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::WeChatError;
 use crate::clock::Moment;
-use crate::config::Polling;
+use crate::domain::Polling;
 use crate::policy::backoff;
 
 /// How long before its expiry a token is refreshed.

@@ -11,7 +11,7 @@ use super::client::{describe, read_body, scrub, AppConnection, Client};
 use super::token::{lifetime, Token};
 use super::wire::{parse_token, TokenAnswer};
 use super::WeChatError;
-use crate::config::{App, TokenSource};
+use crate::domain::{App, TokenSource};
 
 impl Client {
     /// A usable token: the cached one, or a new one when there is none, it is about to

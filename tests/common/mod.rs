@@ -19,12 +19,12 @@ use tokio::sync::watch;
 use wechat_miniprogram_exporter::app::Exporter;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
-use wechat_miniprogram_exporter::config::Reports;
 use wechat_miniprogram_exporter::fleet::Fleet;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::report::Report;
+use wechat_miniprogram_exporter::report::Settings as ReportSettings;
 use wechat_miniprogram_exporter::server::{router, with_reload};
 use wechat_miniprogram_exporter::simulation::model::Request;
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
@@ -80,7 +80,7 @@ pub fn two_apps() -> Vec<SimApp> {
 pub fn simulated(app: &SimApp, report: &str, period: Period, last_day: NaiveDate) -> Value {
     let call = Report::by_name(report)
         .unwrap()
-        .calls(period, &Reports::default())
+        .calls(period, &ReportSettings::default())
         .remove(0);
     simulated_call(app, report, &call, last_day)
 }
