@@ -731,15 +731,6 @@ impl RawReports {
     }
 }
 
-impl Default for Polling {
-    /// The documented defaults.
-    fn default() -> Self {
-        RawConfig::default()
-            .polling
-            .validate(&mut Problems::default())
-    }
-}
-
 /// Every app, ordered by name; an appid configured twice is a problem.
 fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<App> {
     let mut apps = Vec::new();
@@ -763,7 +754,7 @@ fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<
 /// an AppSecret only by file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DiscoveredApp {
+pub struct ListedApp {
     name: String,
     appid: Option<String>,
     #[serde(default)]
@@ -776,30 +767,9 @@ struct DiscoveredApp {
     token_file: Option<PathBuf>,
 }
 
-/// The apps a discovery source lists (`source` names it in problems), as JSON or YAML: a list
-/// of `{name, appid, token_source, secret_file | token_url | token_file}`, checked as the
-/// configuration's apps are (secret files are read now). Only the apps of `shard` are kept.
-pub fn discovered_apps(
-    text: &str,
-    yaml: bool,
-    source: &str,
-    shard: Shard,
-) -> Result<Vec<App>, Vec<String>> {
-    // Typed: nothing but the list of apps is ever built from the text.
-    let mut listed: Vec<DiscoveredApp> = if yaml {
-        serde_yaml::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
-    } else {
-        serde_json::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
-    };
-    if listed.len() > crate::discovery::MAX_APPS {
-        tracing::warn!(
-            source,
-            listed = listed.len(),
-            kept = crate::discovery::MAX_APPS,
-            "the discovery source lists more apps than one exporter polls; the rest are left out (shard the apps)"
-        );
-        listed.truncate(crate::discovery::MAX_APPS);
-    }
+/// The apps `listed` (a discovery source's entries), checked as the configuration's apps are
+/// (secret files are read now): every problem names its app (`apps.NAME...`).
+pub fn listed_apps(listed: Vec<ListedApp>) -> Result<Vec<App>, Vec<String>> {
     let mut problems = Problems::default();
     let mut raw = BTreeMap::new();
     for app in listed {
@@ -816,16 +786,12 @@ pub fn discovered_apps(
             problems.add(&key, "is listed twice");
         }
     }
-    let mut apps = validate_apps(raw, &mut problems);
-    if !problems.0.is_empty() {
-        return Err(problems
-            .0
-            .into_iter()
-            .map(|problem| format!("{source}: {problem}"))
-            .collect());
+    let apps = validate_apps(raw, &mut problems);
+    if problems.0.is_empty() {
+        Ok(apps)
+    } else {
+        Err(problems.0)
     }
-    apps.retain(|app| shard.owns(&app.appid));
-    Ok(apps)
 }
 
 /// An app name as problems show it: cut, so that a huge name cannot make a huge message.
@@ -835,35 +801,6 @@ fn bounded_name(name: &str) -> String {
         shown.push('…');
     }
     shown
-}
-
-/// The apps of every source (the configuration file and each discovery source, by name),
-/// ordered by name; an app name or an appid in two sources is a problem naming both.
-pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String>> {
-    let mut names: BTreeMap<&str, (&str, &App)> = BTreeMap::new();
-    let mut appids: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (source, apps) in sources {
-        for app in apps {
-            if let Some((other, _)) = names.get(app.name.as_str()) {
-                problems.push(format!(
-                    "app {:?} is in {other} and in {source}; an app name must be unique",
-                    app.name
-                ));
-                continue;
-            }
-            if let Some((other, other_name)) = appids.get(app.appid.as_str()) {
-                problems.push(format!("appid {} is app {other_name:?} in {other} and app {:?} in {source}; each Mini Program must be listed once", app.appid, app.name));
-                continue;
-            }
-            names.insert(&app.name, (source, app));
-            appids.insert(&app.appid, (source, &app.name));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(names.into_values().map(|(_, app)| app.clone()).collect())
 }
 
 /// The longest app name: it is a label value of every series of the app.
@@ -1082,6 +1019,7 @@ mod tests {
         );
         assert_eq!(config.polling.error_backoff_max, Duration::from_secs(1800));
         assert_eq!(config.polling.concurrency, 4);
+        assert_eq!(config.polling, Polling::default(), "one set of defaults");
         assert_eq!(config.reports.pages_top, 20);
         assert_eq!(config.apps[0].name, "shop");
         assert!(

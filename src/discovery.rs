@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{discovered_apps, Discovery as Settings};
+use crate::config::{listed_apps, Discovery as Settings, ListedApp};
 use crate::domain::{App, Shard};
 
 /// The largest JSON list read from a file or the URL.
@@ -249,6 +249,69 @@ fn scrub(text: &str, secret: Option<&str>) -> String {
         Some(secret) => text.replace(secret, "<redacted>"),
         None => text.to_string(),
     }
+}
+
+/// The apps a source lists (`source` names it in problems), as JSON or YAML: a list of
+/// `{name, appid, token_source, secret_file | token_url | token_file}`, parsed into that type
+/// alone, at most [`MAX_APPS`] (the rest left out, with a warning), checked as the
+/// configuration's apps are. Only the apps of `shard` are kept.
+fn discovered_apps(
+    text: &str,
+    yaml: bool,
+    source: &str,
+    shard: Shard,
+) -> Result<Vec<App>, Vec<String>> {
+    let mut listed: Vec<ListedApp> = if yaml {
+        serde_yaml::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
+    } else {
+        serde_json::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
+    };
+    if listed.len() > MAX_APPS {
+        tracing::warn!(
+            source,
+            listed = listed.len(),
+            kept = MAX_APPS,
+            "the discovery source lists more apps than one exporter polls; the rest are left out (shard the apps)"
+        );
+        listed.truncate(MAX_APPS);
+    }
+    let mut apps = listed_apps(listed).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|problem| format!("{source}: {problem}"))
+            .collect::<Vec<_>>()
+    })?;
+    apps.retain(|app| shard.owns(&app.appid));
+    Ok(apps)
+}
+
+/// The apps of every source (the configuration file and each discovery source, by name),
+/// ordered by name; an app name or an appid in two sources is a problem naming both.
+pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String>> {
+    let mut names: BTreeMap<&str, (&str, &App)> = BTreeMap::new();
+    let mut appids: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (source, apps) in sources {
+        for app in apps {
+            if let Some((other, _)) = names.get(app.name.as_str()) {
+                problems.push(format!(
+                    "app {:?} is in {other} and in {source}; an app name must be unique",
+                    app.name
+                ));
+                continue;
+            }
+            if let Some((other, other_name)) = appids.get(app.appid.as_str()) {
+                problems.push(format!("appid {} is app {other_name:?} in {other} and app {:?} in {source}; each Mini Program must be listed once", app.appid, app.name));
+                continue;
+            }
+            names.insert(&app.name, (source, app));
+            appids.insert(&app.appid, (source, &app.name));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(names.into_values().map(|(_, app)| app.clone()).collect())
 }
 
 /// The apps a list holds, bounded before it is parsed: YAML nested at most [`MAX_DEPTH`].

@@ -206,9 +206,58 @@ pub struct Polling {
     pub first_attempt: Duration,
 }
 
+impl Default for Polling {
+    /// The documented defaults.
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Polling {
+            not_ready_retry: 30 * minute,
+            error_backoff_initial: Duration::from_secs(30),
+            error_backoff_max: 30 * minute,
+            concurrency: 4,
+            request_timeout: Duration::from_secs(30),
+            first_attempt: 6 * 60 * minute,
+        }
+    }
+}
+
+impl Polling {
+    /// The delay after `failures` consecutive failures: doubling from the initial backoff,
+    /// capped at the maximum, then scaled by 0.5 + 0.5 × `jitter`, never below the initial
+    /// backoff.
+    pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let base = self
+            .error_backoff_initial
+            .saturating_mul(1u32 << failures.min(20))
+            .min(self.error_backoff_max);
+        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+            .max(self.error_backoff_initial)
+            .min(self.error_backoff_max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_bounds_whatever_the_jitter() {
+        let polling = Polling::default();
+        for _ in 0..100 {
+            let jitter = fastrand::f64();
+            assert_eq!(polling.backoff(0, jitter), Duration::from_secs(30));
+            let third = polling.backoff(2, jitter);
+            assert!(
+                (Duration::from_secs(60)..=Duration::from_secs(120)).contains(&third),
+                "{third:?}"
+            );
+            let late = polling.backoff(40, jitter);
+            assert!(
+                (Duration::from_secs(900)..=Duration::from_secs(1800)).contains(&late),
+                "{late:?}"
+            );
+        }
+    }
 
     #[test]
     fn an_appid_is_wx_and_sixteen_letters_or_digits() {

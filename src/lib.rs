@@ -64,7 +64,6 @@
 
 // In flow order (each group is kept as written).
 pub mod clock;
-pub mod config;
 pub mod domain;
 pub mod period;
 
@@ -72,6 +71,8 @@ pub mod wechat;
 
 pub mod exposition;
 pub mod gzip;
+
+pub mod simulated;
 
 pub mod report;
 
@@ -88,9 +89,10 @@ pub mod metrics;
 pub mod state;
 pub mod store;
 
-pub mod fleet;
+pub mod config;
 
 pub mod discovery;
+pub mod fleet;
 pub mod reload;
 
 pub mod server;

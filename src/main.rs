@@ -21,10 +21,8 @@ use wechat_miniprogram_exporter::backfill::openmetrics::Written;
 use wechat_miniprogram_exporter::backfill::plan::plan;
 use wechat_miniprogram_exporter::backfill::progress::Progress;
 use wechat_miniprogram_exporter::clock::Clock;
-use wechat_miniprogram_exporter::config::{
-    merge_apps, parse_listen_address, Config, Overrides, Web,
-};
-use wechat_miniprogram_exporter::discovery::Discovery;
+use wechat_miniprogram_exporter::config::{parse_listen_address, Config, Overrides, Web};
+use wechat_miniprogram_exporter::discovery::{merge_apps, Discovery};
 use wechat_miniprogram_exporter::domain::Shard;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::reload::{Control, Source};

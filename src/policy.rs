@@ -70,7 +70,7 @@ pub fn react(
 ) -> Reaction {
     match class {
         ErrorClass::Transient => Reaction {
-            retry: Retry::After(backoff(polling, failures, jitter)),
+            retry: Retry::After(polling.backoff(failures, jitter)),
             pause_app: false,
         },
         ErrorClass::Config => Reaction {
@@ -86,18 +86,6 @@ pub fn react(
             pause_app: true,
         },
     }
-}
-
-/// The delay after `failures` consecutive failures: doubling from the initial backoff, capped
-/// at the maximum, then scaled by 0.5 + 0.5 × `jitter`, never below the initial backoff.
-pub fn backoff(polling: &Polling, failures: u32, jitter: f64) -> Duration {
-    let base = polling
-        .error_backoff_initial
-        .saturating_mul(1u32 << failures.min(20))
-        .min(polling.error_backoff_max);
-    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-        .max(polling.error_backoff_initial)
-        .min(polling.error_backoff_max)
 }
 
 /// The start of the next wall-clock minute, plus a second of slack.
@@ -163,24 +151,6 @@ mod tests {
                 react(class, failures, at(now), &polling(), jitter),
                 Reaction { retry, pause_app },
                 "{class:?} after {failures} failures, jitter {jitter}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_within_its_bounds_whatever_the_jitter() {
-        for _ in 0..100 {
-            let jitter = fastrand::f64();
-            assert_eq!(backoff(&polling(), 0, jitter), Duration::from_secs(30));
-            let third = backoff(&polling(), 2, jitter);
-            assert!(
-                (Duration::from_secs(60)..=Duration::from_secs(120)).contains(&third),
-                "{third:?}"
-            );
-            let late = backoff(&polling(), 40, jitter);
-            assert!(
-                (Duration::from_secs(900)..=Duration::from_secs(1800)).contains(&late),
-                "{late:?}"
             );
         }
     }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 use crate::clock::{Clock, Moment};
-use crate::config::{merge_apps, Config, Overrides};
+use crate::config::{Config, Overrides};
+use crate::discovery::merge_apps;
 use crate::discovery::Discovery;
 use crate::domain::App;
 use crate::fleet::{Changes, Fleet};

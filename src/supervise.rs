@@ -9,7 +9,6 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::Polling;
-use crate::policy::backoff;
 use crate::sink::{AppSlot, Sink};
 
 /// Runs the task that `start` makes for the app in `app` (named `name`) until `shutdown`
@@ -39,7 +38,7 @@ pub async fn supervise<F, T>(
             .map(|text| text.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic".to_string());
-        let delay = backoff(&polling, panics, fastrand::f64());
+        let delay = polling.backoff(panics, fastrand::f64());
         panics = panics.saturating_add(1);
         tracing::error!(app = %name, panic = %message, restart_in = %humantime::format_duration(delay), "the app's poller failed; it restarts");
         sink.crashed(

@@ -11,7 +11,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, read, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -149,7 +149,7 @@ impl DailySummary {
 mod tests {
     use super::*;
     use crate::report::tests::parsed;
-    use crate::simulation::SimApp;
+    use crate::simulated::SimApp;
 
     fn summary(body: &str) -> Option<Summary> {
         parsed::<Summary>(DailySummary::NAME, "20170313", body).unwrap()

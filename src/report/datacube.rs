@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::Refusal;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{Model, Request};
+use crate::simulated::model::{Model, Request};
 use crate::wechat::Call;
 
 /// The call asking `path` for `period`.

@@ -16,7 +16,7 @@ use super::Settings;
 use super::{Publication, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{Refusal, Request};
+use crate::simulated::model::{Refusal, Request};
 use crate::wechat::{Call, WeChatError};
 
 /// One call's answer, read by its report.

@@ -15,7 +15,7 @@ use super::Settings;
 use super::{Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_simulation_refuses_more_than_thirty_and_follows_the_weekly_rhythm() {
-        let app = crate::simulation::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
+        let app = crate::simulated::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
         let answer = |date: &str, limit: u64| {
             let mut body: Value =
                 serde_json::from_str(&JsErrors.calls(day(date), &Settings::default())[0].body)

@@ -14,7 +14,7 @@ use super::Settings;
 use super::{span, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{read, Num};
 use crate::wechat::{Call, WeChatError};
 

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::exposition::{Exposition, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{Refusal, Request};
+use crate::simulated::model::{Refusal, Request};
 use crate::wechat::{Call, WeChatError};
 
 pub mod daily_summary;

@@ -15,7 +15,7 @@ use super::Settings;
 use super::{span, Family, Publication, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{note, read, Dropped, Signed};
 use crate::wechat::{Call, WeChatError};
 

@@ -14,7 +14,7 @@ use super::Settings;
 use super::{Family, Publication, Report, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Refusal, Request};
+use crate::simulated::model::{noise, Refusal, Request};
 use crate::wechat::wire::{read, Num};
 use crate::wechat::{Call, WeChatError};
 

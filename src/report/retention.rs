@@ -17,7 +17,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_simulation_sends_keys_not_yet_elapsed_as_zero() {
-        let app = crate::simulation::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
+        let app = crate::simulated::SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "s", 10_000.0);
         let model = Model { app: &app };
         // Published up to June 3 (10:00 Beijing on June 4).
         let now = model.published_at(day("20240603"));

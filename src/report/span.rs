@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::period::{beijing_date, Period, PeriodKind};
-use crate::simulation::model::Refusal;
+use crate::simulated::model::Refusal;
 
 /// The longest span one call may ask for.
 pub const MAX_DAYS: usize = 30;

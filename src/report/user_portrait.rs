@@ -15,8 +15,8 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
-use crate::simulation::RefDateForm;
+use crate::simulated::model::{noise, Model, Refusal, Request};
+use crate::simulated::RefDateForm;
 use crate::wechat::wire::{note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 

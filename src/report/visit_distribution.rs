@@ -16,7 +16,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, Model, Refusal, Request};
+use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 

@@ -12,7 +12,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{noise, round4, Model, Refusal, Request};
+use crate::simulated::model::{noise, round4, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, note, read, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 

@@ -12,7 +12,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
-use crate::simulation::model::{round4, Model, Refusal, Request};
+use crate::simulated::model::{round4, Model, Refusal, Request};
 use crate::wechat::wire::{check_ref_date, read, Num};
 use crate::wechat::{Call, WeChatError};
 

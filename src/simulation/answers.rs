@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::faults::fault_response;
-use super::model::Model;
-use super::model::Refusal;
 use super::{refusal, Simulation};
 use crate::period::PeriodKind;
 use crate::report::Report;
+use crate::simulated::model::Model;
+use crate::simulated::model::Refusal;
 
 #[derive(Deserialize)]
 pub(super) struct TokenQuery {

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::faults::fault_response;
-use super::model::Refusal;
 use super::{refusal, Simulation};
+use crate::simulated::model::Refusal;
 
 /// How long a token lives, as WeChat grants it.
 const TOKEN_LIFETIME_SECONDS: i64 = 7200;

@@ -20,7 +20,6 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::WeChatError;
 use crate::clock::Moment;
 use crate::domain::Polling;
-use crate::policy::backoff;
 
 /// How long before its expiry a token is refreshed.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -163,7 +162,7 @@ impl TokenState {
     /// The source failed with `error` at `now`: no new attempt before its backoff.
     pub fn failed(&mut self, error: WeChatError, now: Moment, polling: &Polling) {
         let failures = self.failing.as_ref().map_or(0, |failing| failing.failures);
-        let delay = backoff(polling, failures, fastrand::f64());
+        let delay = polling.backoff(failures, fastrand::f64());
         self.failing = Some(Failing {
             error,
             until: now.after(delay),
