@@ -370,12 +370,11 @@ impl Observer for SelfMetrics {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use chrono::DateTime;
 
     use crate::period::{Period, PeriodKind};
-    use crate::report::visit_trend::Trend;
+    use crate::report::visit_trend::{Trend, VisitTrend};
     use crate::report::Held;
 
     fn shop(held: Vec<(Report, Trend)>) -> AppData {
@@ -389,7 +388,7 @@ mod tests {
                     let held = Held {
                         period: Period::parse_ref_date("20240310").unwrap(),
                         fetched_at: DateTime::from_timestamp(1_710_000_000, 0).unwrap(),
-                        snapshot: Arc::new(snapshot),
+                        snapshot: crate::report::typed_snapshot::<VisitTrend>(snapshot),
                     };
                     ((report, PeriodKind::Daily), held)
                 })

@@ -45,7 +45,7 @@ use crate::period::{beijing_date, Period, PeriodKind};
 use crate::policy::{react, Reaction};
 use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
-use crate::report::{Held, Piece, Publication, Report, SnapshotData};
+use crate::report::{Held, Pieces, Publication, Report, Snapshot};
 use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
 use crate::wechat::client::{AppConnection, Client};
 use crate::wechat::{ErrorClass, WeChatError};
@@ -61,7 +61,14 @@ pub struct Settings {
 
 /// The answers of a period fetched so far, by call number, read and as sent: `None` for an
 /// answer that held nothing.
-type Pieces = BTreeMap<usize, Option<(Piece, Option<Box<RawValue>>)>>;
+/// The calls of a period answered so far: the report's pieces, and each call's answer as
+/// compact JSON (`None`: it held nothing), by call number.
+#[derive(Debug)]
+struct Partial {
+    period: Period,
+    pieces: Pieces,
+    answers: BTreeMap<usize, Option<Box<RawValue>>>,
+}
 
 /// One (report, period kind) of one app.
 #[derive(Debug)]
@@ -81,7 +88,7 @@ struct Job {
     /// WeChat keeps it.
     tried_previous: bool,
     /// The answers already fetched for a period whose other calls failed.
-    partial: Option<(Period, Pieces)>,
+    partial: Option<Partial>,
     /// The last attempt that found the target period unpublished, and the target.
     missed: Option<(Period, DateTime<Utc>)>,
 }
@@ -190,7 +197,7 @@ enum Ask {
 }
 
 /// What a fetch found: a snapshot and the answers it came from, or nothing published.
-type Found = Result<Option<(Arc<dyn SnapshotData>, Answers)>, WeChatError>;
+type Found = Result<Option<(Arc<dyn Snapshot>, Answers)>, WeChatError>;
 
 /// Polls one app, forever or one round at a time.
 pub struct AppPoller {
@@ -552,7 +559,7 @@ impl AppPoller {
         &mut self,
         job: usize,
         period: Period,
-        (snapshot, answers): (Arc<dyn SnapshotData>, Answers),
+        (snapshot, answers): (Arc<dyn Snapshot>, Answers),
         now: DateTime<Utc>,
     ) {
         let refresh = self.jobs[job]
@@ -605,47 +612,47 @@ impl AppPoller {
     async fn fetch_period(&mut self, job: usize, period: Period) -> Found {
         let report = self.jobs[job].report;
         let reports = &self.settings.reports;
-        let mut pieces = match self.jobs[job].partial.take() {
-            Some((partial, pieces)) if partial == period => pieces,
-            _ => Pieces::new(),
+        let mut partial = match self.jobs[job].partial.take() {
+            Some(partial) if partial.period == period => partial,
+            _ => Partial {
+                period,
+                pieces: report.pieces(),
+                answers: BTreeMap::new(),
+            },
         };
         let calls = report.calls(period, reports);
         for (number, call) in calls.iter().enumerate() {
-            if pieces.contains_key(&number) {
+            if partial.answers.contains_key(&number) {
                 continue;
             }
             // The answer is kept as compact JSON, not as a `Value` (several times larger),
             // until the period is whole and handed on.
-            let parse = |answer: Value| {
+            let pieces = &mut partial.pieces;
+            let read = |answer: Value| {
                 let raw = serde_json::value::to_raw_value(&answer).ok();
-                let piece = report.parse(call, answer)?;
-                Ok(piece.map(|piece| (piece, raw)))
+                let holds = pieces.read(0, call, answer)?;
+                Ok(holds.then_some(raw).flatten())
             };
-            match self.client.fetch(&self.connection, call, parse).await {
+            match self.client.fetch(&self.connection, call, read).await {
                 // Without the first answer the period is not published.
                 Ok(None) if number == 0 && report.publication() == Publication::First => {
                     return Ok(None)
                 }
-                Ok(piece) => {
-                    pieces.insert(number, piece);
+                Ok(answer) => {
+                    partial.answers.insert(number, answer);
                 }
                 Err(error) => {
-                    self.jobs[job].partial = Some((period, pieces));
+                    self.jobs[job].partial = Some(partial);
                     return Err(error);
                 }
             }
         }
-        let read: Vec<Option<&Piece>> = pieces
-            .values()
-            .map(|piece| piece.as_ref().map(|(piece, _)| piece))
-            .collect();
-        let Some(snapshot) = report.assemble(period, &read, reports) else {
+        let Some(snapshot) = partial.pieces.assemble(0, period, reports) else {
             return Ok(None);
         };
         let answers = calls
             .into_iter()
-            .zip(pieces.into_values())
-            .map(|(call, piece)| (call, piece.and_then(|(_, answer)| answer)))
+            .zip(partial.answers.into_values())
             .collect();
         Ok(Some((snapshot, answers)))
     }

@@ -38,7 +38,7 @@ use serde_json::value::RawValue;
 use crate::period::{beijing_date, Period, PeriodKind};
 use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
-use crate::report::{Held, Piece, Report};
+use crate::report::{Held, Report};
 use crate::sink::{Answers, Resume};
 
 /// The version of the files written; files of a later version are ignored.
@@ -466,38 +466,30 @@ fn held_from(
     let period = Period::parse_ref_date(&file.period)
         .filter(|period| period.kind() == kind)
         .ok_or("the period is not one of the file's kind")?;
-    let newest = match report.refresh(reports) {
-        None => Period::latest_completed(kind, now),
-        Some(_) => Period::containing(kind, beijing_date(now)),
-    };
+    let newest = report.newest(kind, now, reports);
     if file.fetched_at > now && period <= newest {
         return Err("the fetch time is in the future".into());
     }
     if period > newest {
         return Err(Unread::Newer(period));
     }
-    let mut pieces: Vec<Option<Piece>> = Vec::new();
+    let mut pieces = report.pieces();
     for call in report.calls(period, reports) {
         let answer = file
             .answers
             .iter()
             .find(|kept| kept.path == call.path && kept.part == call.part && kept.body == call.body)
             .ok_or("an answer is missing (the settings changed)")?;
-        let piece = match &answer.answer {
-            None => None,
-            Some(raw) => {
-                let value = serde_json::from_str(raw.get())
-                    .map_err(|error| format!("an answer does not read: {error}"))?;
-                report
-                    .parse(&call, value)
-                    .map_err(|error| format!("an answer does not read: {error}"))?
-            }
-        };
-        pieces.push(piece);
+        if let Some(raw) = &answer.answer {
+            let value = serde_json::from_str(raw.get())
+                .map_err(|error| format!("an answer does not read: {error}"))?;
+            pieces
+                .read(0, &call, value)
+                .map_err(|error| format!("an answer does not read: {error}"))?;
+        }
     }
-    let slots: Vec<Option<&Piece>> = pieces.iter().map(Option::as_ref).collect();
-    let snapshot = report
-        .assemble(period, &slots, reports)
+    let snapshot = pieces
+        .assemble(0, period, reports)
         .ok_or("the answers hold no published period")?;
     Ok(Held {
         period,

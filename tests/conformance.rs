@@ -25,7 +25,7 @@ use serde_json::Value;
 use wechat_miniprogram_exporter::exposition::Text;
 use wechat_miniprogram_exporter::period::Period;
 use wechat_miniprogram_exporter::report::Settings as ReportSettings;
-use wechat_miniprogram_exporter::report::{AppData, Held, Piece, Report};
+use wechat_miniprogram_exporter::report::{AppData, Held, Pieces, Report};
 use wechat_miniprogram_exporter::wechat::{wire, Call, WeChatError};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance");
@@ -201,38 +201,29 @@ fn check_request(answer: &Answer, call: &Call) {
     }
 }
 
-/// Reads `text` as the answer to `call`: the piece, and what was dropped.
-fn parse(report: Report, call: &Call, text: &str) -> (Option<Piece>, Dropped) {
-    let (piece, tally) = wire::tally(|| {
+/// Reads `text` as the answer to `call` into the report's pieces, and what was dropped.
+fn parse(report: Report, call: &Call, text: &str) -> (Pieces, Dropped) {
+    let mut pieces = report.pieces();
+    let (read, tally) = wire::tally(|| {
         let answer = wire::answer(text.as_bytes())?.expect("an answer, not 61503");
-        report.parse(call, answer)
+        pieces.read(0, call, answer)
     });
-    let piece = piece.unwrap_or_else(|error| panic!("{call:?}: {error}"));
+    read.unwrap_or_else(|error| panic!("{call:?}: {error}"));
     let dropped = Dropped {
         invalid: tally.invalid,
         duplicate: tally.duplicate,
     };
-    (piece, dropped)
+    (pieces, dropped)
 }
 
-/// The samples of `report` exported for `period` from `piece`, the answer to `call`.
-fn exported(
-    report: Report,
-    period: Period,
-    call: &Call,
-    piece: Option<Piece>,
-    alone: bool,
-) -> Vec<String> {
+/// The samples of `report` exported for `period` from `pieces` (the answer to one of its
+/// calls); `alone`: whatever the period's first call would answer.
+fn exported(report: Report, period: Period, pieces: &Pieces, alone: bool) -> Vec<String> {
     let reports = ReportSettings::default();
-    let calls = report.calls(period, &reports);
-    let pieces: Vec<Option<&Piece>> = calls
-        .iter()
-        .map(|other| (other == call).then_some(piece.as_ref()).flatten())
-        .collect();
     let snapshot = if alone {
-        report.snapshot(period, &pieces, &reports)
+        Some(pieces.assemble_any(0, period, &reports))
     } else {
-        report.assemble(period, &pieces, &reports)
+        pieces.assemble(0, period, &reports)
     };
     let Some(snapshot) = snapshot else {
         return Vec::new();
@@ -270,10 +261,10 @@ fn replay(answer: &Answer, text: &str) {
         assert_eq!(period.kind(), kind, "{}", answer.file);
         let call = call_of(report, period, replay.call);
         check_request(answer, &call);
-        let (piece, dropped) = parse(report, &call, text);
+        let (pieces, dropped) = parse(report, &call, text);
         let context = format!("{} as the answer to {} {}", answer.file, report, period);
         assert_eq!(dropped, replay.dropped, "{context}: values dropped");
-        let lines = exported(report, period, &call, piece, replay.alone);
+        let lines = exported(report, period, &pieces, replay.alone);
         let got: BTreeMap<String, f64> = lines.iter().map(|line| without_app(line)).collect();
         assert_eq!(got.len(), lines.len(), "{context}: a series twice");
         let expected: BTreeSet<&String> = replay.expect.keys().collect();

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use wechat_miniprogram_exporter::exposition::Text;
 use wechat_miniprogram_exporter::period::{beijing_midnight, Period};
 use wechat_miniprogram_exporter::report::Settings as ReportSettings;
-use wechat_miniprogram_exporter::report::{AppData, Held, Piece, Report};
+use wechat_miniprogram_exporter::report::{AppData, Held, Pieces, Report};
 use wechat_miniprogram_exporter::simulation::model::{Model, Request};
 use wechat_miniprogram_exporter::simulation::SimApp;
 use wechat_miniprogram_exporter::wechat::token::{lifetime, Token};
@@ -63,12 +63,17 @@ struct Target {
     /// The simulation's answer to each call, as bytes and as JSON.
     answers: Vec<Vec<u8>>,
     values: Vec<Value>,
-    /// What each answer reads as, unchanged.
-    pieces: Vec<Vec<(Call, Piece)>>,
     /// Whether the calls are backfill's (read with `parse_history`).
     history: bool,
-    /// The periods the calls fetch, each with the calls the agent makes for it.
-    periods: Vec<(Period, Vec<Call>)>,
+    /// The periods the calls fetch, and the calls the agent makes for each.
+    periods: Vec<Period>,
+    period_calls: Vec<Vec<Call>>,
+    /// For each call, the periods (indices of `periods`) its answer alone gives.
+    covers: Vec<Vec<usize>>,
+    /// For each call, the period calls its answer alone gives pieces for.
+    gives: Vec<Vec<Call>>,
+    /// Every unchanged answer read.
+    seed: Pieces,
 }
 
 /// The simulated app and the instant the seeds are taken at (every period below published).
@@ -129,16 +134,22 @@ fn targets() -> Vec<Target> {
                         .map(|a| serde_json::from_slice(a).unwrap())
                         .collect(),
                     answers,
-                    pieces: Vec::new(),
                     history,
-                    periods: periods
-                        .into_iter()
-                        .map(|period| (period, report.calls(period, &reports)))
+                    period_calls: periods
+                        .iter()
+                        .map(|period| report.calls(*period, &reports))
                         .collect(),
+                    periods,
+                    covers: Vec::new(),
+                    gives: Vec::new(),
+                    seed: report.pieces(),
                 };
-                target.pieces = (0..target.calls.len())
-                    .map(|call| target.read(call, &target.answers[call]))
-                    .collect();
+                target.seed = target.read(&target.values);
+                for call in 0..target.calls.len() {
+                    let (covers, gives) = target.given_by(call);
+                    target.covers.push(covers);
+                    target.gives.push(gives);
+                }
                 targets.push(target);
             }
         }
@@ -359,63 +370,88 @@ impl Fuzzer {
 }
 
 impl Target {
-    /// Reads `body` as the answer to call number `call`, as the agent (or `backfill`) does:
-    /// the pieces it holds, none if it is unreadable.
-    fn read(&self, call: usize, body: &[u8]) -> Vec<(Call, Piece)> {
-        let call = &self.calls[call];
-        let Ok(Some(answer)) = wire::answer(body) else {
-            return Vec::new();
-        };
-        if self.history {
-            self.report.parse_history(call, answer).unwrap_or_default()
-        } else {
-            let piece = self.report.parse(call, answer).ok().flatten();
-            piece
-                .map(|piece| (call.clone(), piece))
-                .into_iter()
-                .collect()
+    /// `answers` (one per call, `None`: unreadable) read into the report's pieces, as the
+    /// agent (or `backfill`) reads them.
+    fn read<'a>(&self, answers: impl IntoIterator<Item = &'a Value>) -> Pieces {
+        let mut pieces = self.report.pieces();
+        for (call, answer) in self.calls.iter().zip(answers) {
+            self.read_into(&mut pieces, call, answer.clone());
         }
+        pieces
+    }
+
+    fn read_into(&self, pieces: &mut Pieces, call: &Call, answer: Value) {
+        if self.history {
+            let _ = pieces.read_history(0, call, answer);
+        } else {
+            let _ = pieces.read(0, call, answer);
+        }
+    }
+
+    /// The periods (indices) and the period calls the unchanged answer to call number
+    /// `call` gives on its own.
+    fn given_by(&self, call: usize) -> (Vec<usize>, Vec<Call>) {
+        let mut pieces = self.report.pieces();
+        self.read_into(&mut pieces, &self.calls[call], self.values[call].clone());
+        let reports = reports();
+        let mut covers = Vec::new();
+        let mut gives = Vec::new();
+        for (index, period) in self.periods.iter().enumerate() {
+            for each in self.report.calls(*period, &reports) {
+                if pieces.holds(0, &each) {
+                    covers.push(index);
+                    gives.push(each);
+                }
+            }
+        }
+        covers.dedup();
+        (covers, gives)
     }
 }
 
-/// Reads `bodies` as the answers to `target`'s calls (`None`: the unchanged answer), the
-/// pieces of each period assembled and rendered, as the agent and `backfill` do. The text of
-/// every period exported.
+/// Reads `bodies` as the answers to `target`'s calls (`None`: the unchanged answer) into the
+/// report's pieces, as the agent (or `backfill`) does, an unreadable one read as nothing; then
+/// the periods assembled and rendered: for backfill's calls, those a changed answer gives.
+/// The text of every period exported.
 fn run(target: &Target, bodies: &[Option<&[u8]>]) -> String {
     let report = target.report;
-    let mut pieces: Vec<(Call, Piece)> = Vec::new();
-    // The calls whose pieces a changed answer gave or should have given.
-    let mut touched: Vec<Call> = Vec::new();
-    for (call, body) in bodies.iter().enumerate() {
-        let Some(body) = body else {
-            pieces.extend(target.pieces[call].iter().cloned());
+    // The unchanged answers as read once; a changed answer replaces what its call gave.
+    let mut pieces = target.seed.clone();
+    // What the changed answers alone give, to tell the periods they touch.
+    let mut changed = report.pieces();
+    for (number, body) in bodies.iter().enumerate() {
+        let Some(body) = body else { continue };
+        for call in &target.gives[number] {
+            pieces.forget(0, call);
+        }
+        let Ok(Some(answer)) = wire::answer(body) else {
             continue;
         };
-        let read = target.read(call, body);
-        let seeds = target.pieces[call].iter();
-        touched.extend(seeds.chain(&read).map(|(call, _)| call.clone()));
-        pieces.extend(read);
+        let call = &target.calls[number];
+        if target.history {
+            target.read_into(&mut changed, call, answer.clone());
+        }
+        target.read_into(&mut pieces, call, answer);
     }
     let reports = reports();
     let mut out = String::new();
-    for (period, calls) in &target.periods {
-        let period = *period;
-        // Backfill's periods that no changed answer touches export what they did.
-        if target.history && !calls.iter().any(|call| touched.contains(call)) {
+    for (index, period) in target.periods.iter().enumerate() {
+        // Backfill's periods that no changed answer gives (or gave) export what they did.
+        let touched = bodies
+            .iter()
+            .zip(&target.covers)
+            .any(|(body, covers)| body.is_some() && covers.contains(&index))
+            || target.period_calls[index]
+                .iter()
+                .any(|call| changed.holds(0, call));
+        if target.history && !touched {
             continue;
         }
-        let slots: Vec<Option<&Piece>> = calls
-            .iter()
-            .map(|each| {
-                let piece = pieces.iter().find(|(call, _)| call == each);
-                piece.map(|(_, piece)| piece)
-            })
-            .collect();
-        let Some(snapshot) = report.assemble(period, &slots, &reports) else {
+        let Some(snapshot) = pieces.assemble(0, *period, &reports) else {
             continue;
         };
         let held = Held {
-            period,
+            period: *period,
             fetched_at: now(),
             snapshot,
         };
@@ -555,7 +591,7 @@ fn the_simulation_answers_every_call_and_backfill_reads_the_same_values_as_the_a
         let text = run(target, &answers);
         assert!(!text.is_empty(), "{} exports nothing", target.report);
         check_exposition(&text).unwrap();
-        let kind = target.periods[0].0.kind();
+        let kind = target.periods[0].kind();
         match latest.get(&(target.report, kind)) {
             None => {
                 latest.insert((target.report, kind), text);

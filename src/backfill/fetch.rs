@@ -19,9 +19,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{App, Polling};
 use crate::policy::react;
-use crate::report::Piece;
+use crate::report::{Pieces, Report};
 use crate::wechat::client::{AppConnection, Client, Observer};
-use crate::wechat::{Call, ErrorClass, WeChatError};
+use crate::wechat::{ErrorClass, WeChatError};
 
 /// Attempts at one call before it is reported as failed (transient errors only; a
 /// configuration error or the daily quota stops the app at once).
@@ -57,8 +57,8 @@ impl Observer for Calls {
 /// The end of one call.
 #[derive(Debug)]
 pub(super) enum Fetched {
-    /// What the report read of the answer: pieces, each under the call it stands for.
-    Data(Vec<(Call, Piece)>),
+    /// The report read pieces from the answer (kept in the report's [`Pieces`]).
+    Data,
     /// WeChat has nothing for the call (an answer that holds nothing, or 61503).
     Empty,
     /// Given up, after this many attempts (0: not attempted, the app was stopped).
@@ -92,6 +92,9 @@ pub async fn fetch(
         stopped: Mutex::new(vec![None; plan.apps.len()]),
         queue: Mutex::new(plan.units.iter().cloned().collect()),
         results: Mutex::new(HashMap::new()),
+        pieces: Report::all()
+            .map(|report| (report, Mutex::new(report.pieces())))
+            .collect(),
         progress,
     });
     let mut workers = JoinSet::new();
@@ -100,7 +103,15 @@ pub async fn fetch(
     }
     while workers.join_next().await.is_some() {}
     let results = std::mem::take(&mut *shared.results.lock().expect("not poisoned"));
-    Ok(History::new(plan, results, calls))
+    let pieces = Report::all()
+        .map(|report| {
+            let pieces = &shared.pieces[&report];
+            let pieces =
+                std::mem::replace(&mut *pieces.lock().expect("not poisoned"), report.pieces());
+            (report, pieces)
+        })
+        .collect();
+    Ok(History::new(plan, results, pieces, calls))
 }
 
 /// What the workers share.
@@ -113,6 +124,8 @@ struct Shared {
     stopped: Mutex<Vec<Option<WeChatError>>>,
     queue: Mutex<VecDeque<Unit>>,
     results: Mutex<HashMap<Unit, Fetched>>,
+    /// What each report read of the answers, by app.
+    pieces: HashMap<Report, Mutex<Pieces>>,
     progress: Arc<Progress>,
 }
 
@@ -138,9 +151,13 @@ async fn work(shared: Arc<Shared>) {
 /// quota, and stop the app on a configuration error or the daily quota.
 async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
     let connection = &shared.connections[unit.app];
+    let pieces = &shared.pieces[&unit.report];
     let parse = |answer| {
-        let pieces = unit.report.parse_history(&unit.call, answer)?;
-        Ok((!pieces.is_empty()).then_some(pieces))
+        let read = pieces
+            .lock()
+            .expect("not poisoned")
+            .read_history(unit.app, &unit.call, answer)?;
+        Ok((read > 0).then_some(()))
     };
     let mut attempts = 0;
     let mut minute_waits = 0;
@@ -150,7 +167,7 @@ async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
         }
         attempts += 1;
         let error = match shared.client.fetch(connection, &unit.call, parse).await {
-            Ok(Some(pieces)) => return Fetched::Data(pieces),
+            Ok(Some(())) => return Fetched::Data,
             Ok(None) => return Fetched::Empty,
             Err(error) => error,
         };

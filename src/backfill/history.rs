@@ -18,7 +18,7 @@ use super::openmetrics::{Families, Written};
 use super::plan::{Plan, Unit};
 use crate::metrics::render_data;
 use crate::period::{Period, PeriodKind};
-use crate::report::{AppData, Held, Piece, Report, SnapshotData};
+use crate::report::{AppData, Held, Pieces, Report, Snapshot};
 
 /// A call given up on.
 #[derive(Clone, Debug)]
@@ -102,22 +102,18 @@ impl fmt::Display for Summary {
 pub struct History {
     plan: Plan,
     results: HashMap<Unit, Fetched>,
-    /// Every piece fetched, under the call of its period it stands for.
-    pieces: HashMap<Unit, Piece>,
+    /// What each report read of the answers, by app.
+    pieces: HashMap<Report, Pieces>,
     calls: Arc<Calls>,
 }
 
 impl History {
-    pub(super) fn new(plan: Plan, results: HashMap<Unit, Fetched>, calls: Arc<Calls>) -> History {
-        let mut pieces = HashMap::new();
-        for (unit, fetched) in &results {
-            if let Fetched::Data(found) = fetched {
-                for (call, piece) in found {
-                    let call = call.clone();
-                    pieces.insert(Unit { call, ..*unit }, piece.clone());
-                }
-            }
-        }
+    pub(super) fn new(
+        plan: Plan,
+        results: HashMap<Unit, Fetched>,
+        pieces: HashMap<Report, Pieces>,
+        calls: Arc<Calls>,
+    ) -> History {
         History {
             plan,
             results,
@@ -139,7 +135,7 @@ impl History {
         };
         for unit in &self.plan.units {
             match self.results.get(unit) {
-                Some(Fetched::Data(_)) => summary.fetched += 1,
+                Some(Fetched::Data) => summary.fetched += 1,
                 Some(Fetched::Empty) => summary.skipped += 1,
                 Some(Fetched::Failed(error, attempts)) => {
                     summary.failed.push(self.failure(unit, error, *attempts));
@@ -177,12 +173,7 @@ impl History {
     /// What the agent would have held of `report` for `period`: its calls' answers,
     /// assembled; nothing of a period that the report gating the kind found unpublished (the
     /// agent does not ask for it: an answer that holds nothing could pass for zeros).
-    fn snapshot(
-        &self,
-        app: usize,
-        report: Report,
-        period: Period,
-    ) -> Option<Arc<dyn SnapshotData>> {
+    fn snapshot(&self, app: usize, report: Report, period: Period) -> Option<Arc<dyn Snapshot>> {
         let reports = &self.plan.reports;
         let gate = Report::all().find(|gate| {
             gate.gates() && gate.kinds().contains(&period.kind()) && gate.is_backfilled(reports)
@@ -198,12 +189,7 @@ impl History {
                 return None;
             }
         }
-        let calls = report.calls(period, reports);
-        let pieces: Vec<Option<&Piece>> = calls
-            .into_iter()
-            .map(|call| self.pieces.get(&Unit { app, report, call }))
-            .collect();
-        report.assemble(period, &pieces, &self.plan.reports)
+        self.pieces.get(&report)?.assemble(app, period, reports)
     }
 
     /// Plays the periods of `app` in the order they would have appeared, rendering what

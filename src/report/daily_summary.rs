@@ -152,7 +152,7 @@ mod tests {
     use crate::simulated::SimApp;
 
     fn summary(body: &str) -> Option<Summary> {
-        parsed::<Summary>(DailySummary::NAME, "20170313", body).unwrap()
+        parsed(&DailySummary, "20170313", body).unwrap()
     }
 
     #[test]
@@ -176,8 +176,8 @@ mod tests {
         assert_eq!(read.visit_total, Some(391.0));
         assert_eq!((read.share_pv, read.share_uv), (None, None));
         assert_eq!(summary(r#"{"list":[]}"#), None);
-        let other = parsed::<Summary>(
-            DailySummary::NAME,
+        let other = parsed(
+            &DailySummary,
             "20170313",
             r#"{"list":[{"ref_date":"20170314","visit_total":1}]}"#,
         );

@@ -1,78 +1,229 @@
-//! The registry's view of a report: [`ReportSpec`] with its types erased, so that reports with
-//! different pieces and snapshots sit in one list.
+//! The registry's view of a report: [`ReportSpec`] with its types erased at the edge, so that
+//! reports with different pieces and snapshots sit in one list.
 //!
-//! Every [`ReportSpec`] is an [`AnyReport`] through the blanket implementation below, which is
-//! the only place that turns typed pieces and snapshots into `Any` and back. A piece or
-//! snapshot always comes back to the report that made it, so the downcasts cannot fail; if
-//! one ever did, the value would be treated as missing (never as a zero, never a panic).
+//! Outside its module a report's types never appear: answers go in ([`Pieces`] reads them
+//! and keeps them typed, inside the generic code below) and a [`Snapshot`] comes out, which
+//! renders itself. Nothing is turned into `Any` and back, so nothing can fail to come back.
 
-use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::Settings;
-use super::{Publication, ReportSpec};
+use super::{Publication, ReportSpec, Settings};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{Refusal, Request};
 use crate::wechat::{Call, WeChatError};
 
-/// One call's answer, read by its report.
-pub type Piece = Arc<dyn Any + Send + Sync>;
+/// What is exported of one period of a report: it writes its own families.
+pub trait Snapshot: fmt::Debug + Send + Sync {
+    /// Writes the samples of the report's family number `family`, for a period of `kind`.
+    fn write(&self, family: usize, kind: PeriodKind, out: &mut Samples<'_>);
+}
 
-/// A report's snapshot, as held and rendered.
-pub trait SnapshotData: Any + fmt::Debug + Send + Sync {}
+/// A report's own snapshot, as a [`Snapshot`].
+struct Typed<R: ReportSpec>(R::Snapshot);
 
-impl<T: Any + fmt::Debug + Send + Sync> SnapshotData for T {}
+impl<R: ReportSpec> fmt::Debug for Typed<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<R: ReportSpec> Snapshot for Typed<R> {
+    fn write(&self, family: usize, kind: PeriodKind, out: &mut Samples<'_>) {
+        (R::FAMILIES[family].samples)(&self.0, kind, out);
+    }
+}
+
+/// `snapshot`, a report's own, as held and rendered.
+pub fn typed<R: ReportSpec>(snapshot: R::Snapshot) -> Arc<dyn Snapshot> {
+    Arc::new(Typed::<R>(snapshot))
+}
+
+/// The answers of one report read into its pieces and kept typed, by the app (for `backfill`,
+/// which holds many; `0` otherwise) and the call of [`ReportSpec::calls`] they answer; then
+/// assembled into the snapshot of a period. The one conversion from answers to what is
+/// exported: the poller, the state, `backfill` and the tests all go through it.
+pub struct Pieces {
+    typed: Box<dyn AnyPieces>,
+}
+
+impl Pieces {
+    pub(super) fn new(typed: Box<dyn AnyPieces>) -> Pieces {
+        Pieces { typed }
+    }
+
+    /// Reads `answer`, to `call` (one of a period's calls) of `app`; `Ok(false)` when it holds
+    /// nothing (which means "not published", never a zero).
+    pub fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError> {
+        self.typed.read(app, call, answer)
+    }
+
+    /// Reads `answer`, to one of `backfill`'s history calls of `app`, into the pieces of the
+    /// period calls it stands for; how many it held.
+    pub fn read_history(
+        &mut self,
+        app: usize,
+        call: &Call,
+        answer: Value,
+    ) -> Result<usize, WeChatError> {
+        self.typed.read_history(app, call, answer)
+    }
+
+    /// What `app` exports of `period`, from the pieces of its calls; `None` when they show
+    /// that the period is not published ([`Publication`]).
+    pub fn assemble(
+        &self,
+        app: usize,
+        period: Period,
+        settings: &Settings,
+    ) -> Option<Arc<dyn Snapshot>> {
+        self.typed
+            .published(app, period, settings)
+            .then(|| self.typed.snapshot(app, period, settings))
+    }
+
+    /// Forgets the piece of `app` for `call`, if any (to replay another answer to it).
+    pub fn forget(&mut self, app: usize, call: &Call) {
+        self.typed.forget(app, call);
+    }
+
+    /// Whether a piece of `app` is held for `call`.
+    pub fn holds(&self, app: usize, call: &Call) -> bool {
+        self.typed.holds(app, call)
+    }
+
+    /// As [`Pieces::assemble`], whatever the first call answered: for the tests of an
+    /// answer to a later call alone.
+    pub fn assemble_any(
+        &self,
+        app: usize,
+        period: Period,
+        settings: &Settings,
+    ) -> Arc<dyn Snapshot> {
+        self.typed.snapshot(app, period, settings)
+    }
+}
+
+impl Clone for Pieces {
+    fn clone(&self) -> Pieces {
+        Pieces {
+            typed: self.typed.boxed_clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Pieces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pieces")
+    }
+}
+
+/// [`Pieces`] of one report, with the report's types.
+pub(super) trait AnyPieces: Send + Sync {
+    fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError>;
+    fn read_history(
+        &mut self,
+        app: usize,
+        call: &Call,
+        answer: Value,
+    ) -> Result<usize, WeChatError>;
+    fn holds(&self, app: usize, call: &Call) -> bool;
+    fn forget(&mut self, app: usize, call: &Call);
+    fn boxed_clone(&self) -> Box<dyn AnyPieces>;
+    fn published(&self, app: usize, period: Period, settings: &Settings) -> bool;
+    fn snapshot(&self, app: usize, period: Period, settings: &Settings) -> Arc<dyn Snapshot>;
+}
+
+/// The typed pieces of report `R`, by app and call (shared, so that a copy is cheap).
+struct TypedPieces<R: ReportSpec> {
+    report: &'static R,
+    pieces: HashMap<(usize, Call), Arc<R::Piece>>,
+}
+
+impl<R: ReportSpec> TypedPieces<R> {
+    /// The pieces of `period`'s calls, in their order (`None` where there is none).
+    fn of(&self, app: usize, period: Period, settings: &Settings) -> Vec<Option<&R::Piece>> {
+        self.report
+            .calls(period, settings)
+            .into_iter()
+            .map(|call| self.pieces.get(&(app, call)).map(|piece| &**piece))
+            .collect()
+    }
+}
+
+impl<R: ReportSpec> AnyPieces for TypedPieces<R> {
+    fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError> {
+        let piece = self.report.parse(call, answer)?;
+        let holds = piece.is_some();
+        if let Some(piece) = piece {
+            self.pieces.insert((app, call.clone()), Arc::new(piece));
+        }
+        Ok(holds)
+    }
+
+    fn read_history(
+        &mut self,
+        app: usize,
+        call: &Call,
+        answer: Value,
+    ) -> Result<usize, WeChatError> {
+        let pieces = self.report.parse_history(call, answer)?;
+        let held = pieces.len();
+        for (call, piece) in pieces {
+            self.pieces.insert((app, call), Arc::new(piece));
+        }
+        Ok(held)
+    }
+
+    fn holds(&self, app: usize, call: &Call) -> bool {
+        self.pieces.contains_key(&(app, call.clone()))
+    }
+
+    fn forget(&mut self, app: usize, call: &Call) {
+        self.pieces.remove(&(app, call.clone()));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn AnyPieces> {
+        Box::new(TypedPieces {
+            report: self.report,
+            pieces: self.pieces.clone(),
+        })
+    }
+
+    fn published(&self, app: usize, period: Period, settings: &Settings) -> bool {
+        let pieces = self.of(app, period, settings);
+        match R::PUBLICATION {
+            Publication::First => pieces.first().is_some_and(Option::is_some),
+            Publication::Any => pieces.iter().any(Option::is_some),
+        }
+    }
+
+    fn snapshot(&self, app: usize, period: Period, settings: &Settings) -> Arc<dyn Snapshot> {
+        let pieces = self.of(app, period, settings);
+        typed::<R>(self.report.snapshot(period, &pieces, settings))
+    }
+}
 
 /// A report with its types erased; see [`ReportSpec`] for what each method means.
-pub trait AnyReport: Sync {
-    /// The `report` label.
+pub(super) trait AnyReport: Sync {
     fn name(&self) -> &'static str;
-    /// The period kinds.
     fn kinds(&self) -> &'static [PeriodKind];
-    /// Whether the report goes first for its kinds.
     fn gates(&self) -> bool;
-    /// Whether the report is left out of `reports.enabled` by default.
     fn opt_in(&self) -> bool;
-    /// What tells that a period is published.
     fn publication(&self) -> Publication;
-    /// Whether WeChat answers past periods.
     fn has_history(&self) -> bool;
-    /// How often the current period is fetched again, if it is.
-    fn refresh(&self, reports: &Settings) -> Option<std::time::Duration>;
-    /// The calls of a backfill of `periods`.
-    fn history_calls(&self, periods: &[Period], reports: &Settings) -> Vec<Call>;
-    /// Reads the answer to a backfill call into pieces, each under the call it stands for.
-    fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, Piece)>, WeChatError>;
-    /// The API path for `kind`.
+    fn refresh(&self, settings: &Settings) -> Option<std::time::Duration>;
+    fn history_calls(&self, periods: &[Period], settings: &Settings) -> Vec<Call>;
     fn path(&self, kind: PeriodKind) -> &'static str;
-    /// The calls of `period`.
-    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call>;
-    /// Reads an answer into a piece.
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Piece>, WeChatError>;
-    /// The snapshot of `period` from its pieces, published (use [`super::Report::assemble`]).
-    fn snapshot(
-        &self,
-        period: Period,
-        pieces: &[Option<&Piece>],
-        reports: &Settings,
-    ) -> Option<Arc<dyn SnapshotData>>;
-    /// How many families the report exports.
+    fn calls(&self, period: Period, settings: &Settings) -> Vec<Call>;
+    /// An empty store of the report's pieces.
+    fn pieces(&'static self) -> Pieces;
     fn family_count(&self) -> usize;
-    /// The name and HELP of family number `family`.
     fn family(&self, family: usize) -> (&'static str, &'static str);
-    /// Writes the samples of family number `family` of `snapshot`.
-    fn write(
-        &self,
-        family: usize,
-        snapshot: &dyn SnapshotData,
-        kind: PeriodKind,
-        out: &mut Samples<'_>,
-    );
-    /// Simulation: the answer to a call.
     fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal>;
 }
 
@@ -101,48 +252,27 @@ impl<R: ReportSpec> AnyReport for R {
         R::HISTORY
     }
 
-    fn refresh(&self, reports: &Settings) -> Option<std::time::Duration> {
-        ReportSpec::refresh(self, reports)
+    fn refresh(&self, settings: &Settings) -> Option<std::time::Duration> {
+        ReportSpec::refresh(self, settings)
     }
 
-    fn history_calls(&self, periods: &[Period], reports: &Settings) -> Vec<Call> {
-        ReportSpec::history_calls(self, periods, reports)
-    }
-
-    fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, Piece)>, WeChatError> {
-        let pieces = ReportSpec::parse_history(self, call, answer)?;
-        Ok(pieces
-            .into_iter()
-            .map(|(call, piece)| (call, Arc::new(piece) as Piece))
-            .collect())
+    fn history_calls(&self, periods: &[Period], settings: &Settings) -> Vec<Call> {
+        ReportSpec::history_calls(self, periods, settings)
     }
 
     fn path(&self, kind: PeriodKind) -> &'static str {
         ReportSpec::path(self, kind)
     }
 
-    fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
-        ReportSpec::calls(self, period, reports)
+    fn calls(&self, period: Period, settings: &Settings) -> Vec<Call> {
+        ReportSpec::calls(self, period, settings)
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Piece>, WeChatError> {
-        let piece = ReportSpec::parse(self, call, answer)?;
-        Ok(piece.map(|piece| Arc::new(piece) as Piece))
-    }
-
-    fn snapshot(
-        &self,
-        period: Period,
-        pieces: &[Option<&Piece>],
-        reports: &Settings,
-    ) -> Option<Arc<dyn SnapshotData>> {
-        let typed: Vec<Option<&R::Piece>> = pieces
-            .iter()
-            .map(|piece| piece.and_then(|piece| piece.downcast_ref::<R::Piece>()))
-            .collect();
-        Some(Arc::new(ReportSpec::snapshot(
-            self, period, &typed, reports,
-        )))
+    fn pieces(&'static self) -> Pieces {
+        Pieces::new(Box::new(TypedPieces {
+            report: self,
+            pieces: HashMap::new(),
+        }))
     }
 
     fn family_count(&self) -> usize {
@@ -151,19 +281,6 @@ impl<R: ReportSpec> AnyReport for R {
 
     fn family(&self, family: usize) -> (&'static str, &'static str) {
         (R::FAMILIES[family].name, R::FAMILIES[family].help)
-    }
-
-    fn write(
-        &self,
-        family: usize,
-        snapshot: &dyn SnapshotData,
-        kind: PeriodKind,
-        out: &mut Samples<'_>,
-    ) {
-        let snapshot: &dyn Any = snapshot;
-        if let Some(snapshot) = snapshot.downcast_ref::<R::Snapshot>() {
-            (R::FAMILIES[family].samples)(snapshot, kind, out);
-        }
     }
 
     fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal> {

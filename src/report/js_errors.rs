@@ -340,7 +340,6 @@ const MESSAGES: [&str; 5] = [
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -352,9 +351,7 @@ mod tests {
             "errorMsg":"thirdScriptError\nCannot read property 'length' of undefined","uv":1,"pv":2,
             "errorStackMd5":"fffff","errorStack":"at x","pvPercent":"0.1%","uvPercent":"1.1%"}],
             "totalCount":739,"errcode":0}"#;
-        let page = parsed::<ErrorPage>(JsErrors::NAME, "20210125", body)
-            .unwrap()
-            .unwrap();
+        let page = parsed(&JsErrors, "20210125", body).unwrap().unwrap();
         assert_eq!(page.total, Some(739.0));
         assert_eq!(
             page.groups,
@@ -423,15 +420,10 @@ mod tests {
     #[test]
     fn no_errors_is_a_count_of_zero_and_no_count_is_not_ready() {
         let zero = r#"{"success":true,"data":[],"totalCount":0,"errcode":0}"#;
-        let page = parsed::<ErrorPage>(JsErrors::NAME, "20210125", zero)
-            .unwrap()
-            .unwrap();
+        let page = parsed(&JsErrors, "20210125", zero).unwrap().unwrap();
         assert_eq!(page.total, Some(0.0));
         let nothing = r#"{"success":true,"data":[]}"#;
-        assert_eq!(
-            parsed::<ErrorPage>(JsErrors::NAME, "20210125", nothing),
-            Ok(None)
-        );
+        assert_eq!(parsed(&JsErrors, "20210125", nothing), Ok(None));
     }
 
     #[test]
@@ -445,7 +437,7 @@ mod tests {
         let call = &JsErrors.calls(day("20210125"), &Settings::default())[0];
         let page = JsErrors.parse(call, answer).unwrap().unwrap();
         let errors = JsErrors.snapshot(day("20210125"), &[Some(&page)], &Settings::default());
-        let text = rendered(Report::by_name(JsErrors::NAME).unwrap(), errors);
+        let text = rendered(&JsErrors, errors);
         let info: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("wechat_miniprogram_js_error_info{"))

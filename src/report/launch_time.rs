@@ -225,7 +225,6 @@ fn simulated(model: &Model, day: Period, phase: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::report::tests::rendered;
-    use crate::report::Report;
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -289,7 +288,7 @@ mod tests {
         let times = LaunchTimes {
             phases: vec![("total", 2400.0), ("first_render", 1100.0)],
         };
-        let text = rendered(Report::by_name(LaunchTime::NAME).unwrap(), times);
+        let text = rendered(&LaunchTime, times);
         assert!(text.contains("wechat_miniprogram_launch_time_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",phase=\"total\"} 2.4\n"), "{text}");
         assert!(!text.contains("phase=\"download\""));
     }

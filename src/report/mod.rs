@@ -7,10 +7,11 @@
 //! `backfill`, the metrics, the landing page and the simulation iterate [`Report::all`] and
 //! never name a report.
 //!
-//! The same steps serve the running agent and `backfill`: [`Report::calls`] lists the calls
-//! of a period, [`Report::parse`] reads each answer into a piece, and [`Report::assemble`]
-//! turns the pieces into what is exported, or into nothing when the first call found the
-//! period unpublished.
+//! The same steps serve the running agent, the state on disk, `backfill` and the tests:
+//! [`Report::calls`] lists the calls of a period, [`Pieces::read`] (from [`Report::pieces`])
+//! reads each answer into the report's own piece, and [`Pieces::assemble`] turns the pieces
+//! into the [`Snapshot`] exported, or into nothing when the first call found the period
+//! unpublished. Outside this folder a report's types never appear.
 //!
 //! # Adding a report
 //!
@@ -49,7 +50,8 @@ pub mod visit_distribution;
 pub mod visit_page;
 pub mod visit_trend;
 
-pub use erased::{AnyReport, Piece, SnapshotData};
+use erased::AnyReport;
+pub use erased::{typed as typed_snapshot, Pieces, Snapshot};
 pub use settings::{ReportSet, Settings};
 
 /// Every report, in the order they are polled and exported.
@@ -191,23 +193,19 @@ impl Report {
         })
     }
 
-    /// The pieces of a period, read, into what is exported; `None` when they show that the
-    /// period is not published ([`Publication`]). The one assembly the agent and `backfill`
-    /// share.
-    pub fn assemble(
-        self,
-        period: Period,
-        pieces: &[Option<&Piece>],
-        reports: &Settings,
-    ) -> Option<Arc<dyn SnapshotData>> {
-        let published = match self.publication() {
-            Publication::First => pieces.first().is_some_and(Option::is_some),
-            Publication::Any => pieces.iter().any(Option::is_some),
-        };
-        if !published {
-            return None;
+    /// An empty store of the report's pieces, to read answers into and assemble periods
+    /// from.
+    pub fn pieces(self) -> Pieces {
+        self.spec().pieces()
+    }
+
+    /// The newest period of `kind` the report may hold at `now`: the latest completed one,
+    /// or, for a report fetched again during its period (the quota), the current one.
+    pub fn newest(self, kind: PeriodKind, now: DateTime<Utc>, settings: &Settings) -> Period {
+        match self.refresh(settings) {
+            None => Period::latest_completed(kind, now),
+            Some(_) => Period::containing(kind, crate::period::beijing_date(now)),
         }
-        self.snapshot(period, pieces, reports)
     }
 
     /// Whether the report is polled with these settings.
@@ -228,26 +226,78 @@ impl Report {
     /// Writes the report's families for every app, each family whole: for each family, the
     /// samples of every app and period kind held.
     pub fn render(self, apps: &[AppData], out: &mut dyn Exposition) {
-        for family in 0..self.family_count() {
-            let (name, help) = self.family(family);
+        let spec = self.spec();
+        for family in 0..spec.family_count() {
+            let (name, help) = spec.family(family);
             out.family(name, format!("{help} {CACHED}"));
             for app in apps {
                 for &kind in self.kinds() {
                     if let Some(held) = app.held.get(&(self, kind)) {
                         let mut samples = Samples::new(out, &app.appid, &app.name);
-                        self.write(family, &*held.snapshot, kind, &mut samples);
+                        held.snapshot.write(family, kind, &mut samples);
                     }
                 }
             }
         }
     }
-}
 
-impl std::ops::Deref for Report {
-    type Target = dyn AnyReport;
-
-    fn deref(&self) -> &Self::Target {
+    fn spec(self) -> &'static dyn AnyReport {
         REGISTRY[usize::from(self.0)]
+    }
+
+    /// The `report` label.
+    pub fn name(self) -> &'static str {
+        self.spec().name()
+    }
+
+    /// The period kinds WeChat offers the report for.
+    pub fn kinds(self) -> &'static [PeriodKind] {
+        self.spec().kinds()
+    }
+
+    /// Whether the report goes first for its kinds ([`ReportSpec::GATE`]).
+    pub fn gates(self) -> bool {
+        self.spec().gates()
+    }
+
+    /// Whether the report is left out of `reports.enabled` by default.
+    pub fn opt_in(self) -> bool {
+        self.spec().opt_in()
+    }
+
+    /// What tells that a period is published.
+    pub fn publication(self) -> Publication {
+        self.spec().publication()
+    }
+
+    /// Whether WeChat answers past periods, for `backfill`.
+    pub fn has_history(self) -> bool {
+        self.spec().has_history()
+    }
+
+    /// How often the current period is fetched again, if it is ([`ReportSpec::refresh`]).
+    pub fn refresh(self, settings: &Settings) -> Option<std::time::Duration> {
+        self.spec().refresh(settings)
+    }
+
+    /// The calls of a backfill of `periods` ([`ReportSpec::history_calls`]).
+    pub fn history_calls(self, periods: &[Period], settings: &Settings) -> Vec<Call> {
+        self.spec().history_calls(periods, settings)
+    }
+
+    /// The API path (after the base URL) for `kind`.
+    pub fn path(self, kind: PeriodKind) -> &'static str {
+        self.spec().path(kind)
+    }
+
+    /// The calls that fetch `period`; the first decides whether it is published.
+    pub fn calls(self, period: Period, settings: &Settings) -> Vec<Call> {
+        self.spec().calls(period, settings)
+    }
+
+    /// Simulation: WeChat's answer to a call to the report's path, or its refusal.
+    pub fn simulate(self, request: &Request<'_>) -> Result<Value, Refusal> {
+        self.spec().simulate(request)
     }
 }
 
@@ -271,7 +321,7 @@ pub struct Held {
     /// When WeChat answered it.
     pub fetched_at: DateTime<Utc>,
     /// What is exported.
-    pub snapshot: Arc<dyn SnapshotData>,
+    pub snapshot: Arc<dyn Snapshot>,
 }
 
 /// What the exporter holds of one app.
@@ -293,31 +343,29 @@ pub(crate) mod tests {
     use crate::exposition::Text;
     use crate::wechat::wire;
 
-    /// What the report named `name` reads from `body`, asked for the period `ref_date` by its
-    /// first call: `None` when the answer holds nothing.
-    pub fn parsed<T: Clone + 'static>(
-        name: &str,
+    /// What `report` reads from `body`, asked for the period `ref_date` by its first call:
+    /// `None` when the answer holds nothing.
+    pub fn parsed<R: ReportSpec>(
+        report: &R,
         ref_date: &str,
         body: &str,
-    ) -> Result<Option<T>, WeChatError> {
-        let report = Report::by_name(name).unwrap();
+    ) -> Result<Option<R::Piece>, WeChatError> {
         let period = Period::parse_ref_date(ref_date).unwrap();
         let call = report.calls(period, &Settings::default()).remove(0);
         let Some(answer) = wire::answer(body.as_bytes())? else {
             return Ok(None);
         };
-        Ok(report
-            .parse(&call, answer)?
-            .map(|piece| piece.downcast_ref::<T>().unwrap().clone()))
+        report.parse(&call, answer)
     }
 
-    /// The families of `report` for one app (shop, wx1234567890abcdef) holding `snapshot` as
-    /// its daily period.
-    pub fn rendered(report: Report, snapshot: impl SnapshotData) -> String {
+    /// The families of `R` for one app (shop, wx1234567890abcdef) holding `snapshot` as its
+    /// daily period.
+    pub fn rendered<R: ReportSpec>(_: &R, snapshot: R::Snapshot) -> String {
+        let report = Report::by_name(R::NAME).unwrap();
         let held = Held {
             period: Period::parse_ref_date("20240310").unwrap(),
             fetched_at: DateTime::from_timestamp(1_710_000_000, 0).unwrap(),
-            snapshot: Arc::new(snapshot),
+            snapshot: erased::typed::<R>(snapshot),
         };
         let app = AppData {
             name: "shop".into(),
@@ -337,18 +385,14 @@ pub(crate) mod tests {
         let report = Report::by_name(name).unwrap();
         let period = Period::parse_ref_date(ref_date).unwrap();
         let reports = Settings::default();
-        let pieces: Vec<Option<Piece>> = report
-            .calls(period, &reports)
-            .iter()
-            .enumerate()
-            .map(|(number, call)| {
-                let body = bodies.get(number).copied().unwrap_or("{}");
-                let answer = wire::answer(body.as_bytes()).unwrap()?;
-                report.parse(call, answer).unwrap()
-            })
-            .collect();
-        let pieces: Vec<Option<&Piece>> = pieces.iter().map(Option::as_ref).collect();
-        let snapshot = report.assemble(period, &pieces, &reports)?;
+        let mut pieces = report.pieces();
+        for (number, call) in report.calls(period, &reports).iter().enumerate() {
+            let body = bodies.get(number).copied().unwrap_or("{}");
+            if let Some(answer) = wire::answer(body.as_bytes()).unwrap() {
+                pieces.read(0, call, answer).unwrap();
+            }
+        }
+        let snapshot = pieces.assemble(0, period, &reports)?;
         let held = Held {
             period,
             fetched_at: DateTime::from_timestamp(0, 0).unwrap(),

@@ -304,7 +304,6 @@ fn simulated_tables(
 mod tests {
     use super::*;
     use crate::report::tests::rendered;
-    use crate::report::Report;
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -363,7 +362,7 @@ mod tests {
         let modules = Modules {
             modules: vec![("memory", vec![("memory".into(), 314.0)])],
         };
-        let text = rendered(Report::by_name(Performance::NAME).unwrap(), modules);
+        let text = rendered(&Performance, modules);
         assert!(text.contains("wechat_miniprogram_performance{appid=\"wx1234567890abcdef\",app=\"shop\",module=\"memory\",indicator=\"memory\"} 314\n"), "{text}");
     }
 }

@@ -227,7 +227,7 @@ mod tests {
         };
         let pieces = vec![Some(&usage)];
         let usages = Quota.snapshot(today(), &pieces, &reports);
-        let text = rendered(Report::by_name(Quota::NAME).unwrap(), usages);
+        let text = rendered(&Quota, usages);
         assert!(text.contains("wechat_miniprogram_api_quota_used{appid=\"wx1234567890abcdef\",app=\"shop\",endpoint=\"getweanalysisappiddailyvisittrend\"} 7\n"), "{text}");
         assert!(!text.contains("wechat_miniprogram_api_quota_remaining"));
     }

@@ -290,10 +290,9 @@ impl Retention {
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     fn cohort(ref_date: &str, body: &str) -> Option<Cohort> {
-        parsed::<Cohort>(Retention::NAME, ref_date, body).unwrap()
+        parsed(&Retention, ref_date, body).unwrap()
     }
 
     fn day(text: &str) -> Period {
@@ -469,7 +468,7 @@ mod tests {
                 active: (Some(0.0), Some(3.0)),
             },
         ];
-        let text = rendered(Report::by_name(Retention::NAME).unwrap(), lags);
+        let text = rendered(&Retention, lags);
         let ratios: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("wechat_miniprogram_retention_ratio{"))

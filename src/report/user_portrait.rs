@@ -460,10 +460,9 @@ const DEVICES: [&str; 36] = [
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     fn portrait(body: &str) -> Option<Portrait> {
-        parsed::<Portrait>(UserPortrait::NAME, "20170611", body).unwrap()
+        parsed(&UserPortrait, "20170611", body).unwrap()
     }
 
     fn entries<'a>(half: &'a Half, dimension: &str) -> &'a [(String, f64)] {
@@ -603,7 +602,7 @@ mod tests {
         };
         let period = Period::parse_ref_date("20170611").unwrap();
         let kept = UserPortrait.snapshot(period, &[Some(&read)], &reports);
-        let text = rendered(Report::by_name(UserPortrait::NAME).unwrap(), kept);
+        let text = rendered(&UserPortrait, kept);
         let cities: Vec<&str> = text
             .lines()
             .filter(|l| l.contains("dimension=\"city\""))

@@ -379,10 +379,9 @@ const DEPTH: [(i64, f64); 7] = [
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     fn distribution(body: &str) -> Option<Distribution> {
-        parsed::<Distribution>(VisitDistribution::NAME, "20170313", body).unwrap()
+        parsed(&VisitDistribution, "20170313", body).unwrap()
     }
 
     fn item(key: i64, value: f64) -> DistributionItem {
@@ -453,10 +452,7 @@ mod tests {
                 ("brand_new_index".to_string(), vec![item(1, 3.0)]),
             ]),
         };
-        let text = rendered(
-            Report::by_name(VisitDistribution::NAME).unwrap(),
-            distribution,
-        );
+        let text = rendered(&VisitDistribution, distribution);
         for line in [
             "wechat_miniprogram_access_source_sessions{appid=\"wx1234567890abcdef\",app=\"shop\",key=\"1\",source=\"history_list\"} 10",
             "wechat_miniprogram_access_source_sessions{appid=\"wx1234567890abcdef\",app=\"shop\",key=\"99\",source=\"unknown\"} 1",

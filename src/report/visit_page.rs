@@ -256,7 +256,6 @@ const PAGES: [&str; 12] = [
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     #[test]
     fn visit_page_seed_example() {
@@ -267,9 +266,7 @@ mod tests {
              "entrypage_pv":1811,"exitpage_pv":3198,"page_share_pv":0,"page_share_uv":0},
             {"page_visit_pv":1}
         ]}"#;
-        let pages = parsed::<Vec<Page>>(VisitPage::NAME, "20170313", body)
-            .unwrap()
-            .unwrap();
+        let pages = parsed(&VisitPage, "20170313", body).unwrap().unwrap();
         assert_eq!(pages.len(), 2);
         assert_eq!(pages[0].path, "pages/main/main.html");
         assert_eq!(pages[0].staytime_pv, Some(8.139198));
@@ -279,10 +276,7 @@ mod tests {
     #[test]
     fn an_empty_list_means_not_ready() {
         let body = r#"{"ref_date":"20170313","list":[]}"#;
-        assert_eq!(
-            parsed::<Vec<Page>>(VisitPage::NAME, "20170313", body),
-            Ok(None)
-        );
+        assert_eq!(parsed(&VisitPage, "20170313", body), Ok(None));
     }
 
     #[test]
@@ -313,7 +307,7 @@ mod tests {
             visit_pv: Some(1.0),
             ..Page::default()
         };
-        let text = rendered(Report::by_name(VisitPage::NAME).unwrap(), vec![page]);
+        let text = rendered(&VisitPage, vec![page]);
         assert!(text.contains(r#"page="pages/a\"b\\c\nd"} 1"#), "{text}");
     }
 }

@@ -191,10 +191,9 @@ impl VisitTrend {
 mod tests {
     use super::*;
     use crate::report::tests::{parsed, rendered};
-    use crate::report::Report;
 
     fn trend(ref_date: &str, body: &str) -> Option<Trend> {
-        parsed::<Trend>(VisitTrend::NAME, ref_date, body).unwrap()
+        parsed(&VisitTrend, ref_date, body).unwrap()
     }
 
     #[test]
@@ -244,8 +243,8 @@ mod tests {
     fn an_empty_list_means_not_ready_and_another_period_is_refused() {
         assert_eq!(trend("20170313", r#"{"list":[]}"#), None);
         assert_eq!(trend("20170313", r#"{}"#), None);
-        let other = parsed::<Trend>(
-            VisitTrend::NAME,
+        let other = parsed(
+            &VisitTrend,
             "20170313",
             r#"{"list":[{"ref_date":"20170312","visit_uv":5}]}"#,
         );
@@ -259,7 +258,7 @@ mod tests {
             stay_time_session: Some(0.0),
             ..Trend::default()
         };
-        let text = rendered(Report::by_name(VisitTrend::NAME).unwrap(), trend);
+        let text = rendered(&VisitTrend, trend);
         assert!(text.contains("wechat_miniprogram_visit_uv{appid=\"wx1234567890abcdef\",app=\"shop\",period=\"daily\"} 55500\n"), "{text}");
         assert!(text.contains("wechat_miniprogram_stay_time_session_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",period=\"daily\"} 0\n"));
         assert!(!text.contains("wechat_miniprogram_stay_time_uv_seconds"));

@@ -96,13 +96,13 @@ impl Client {
         &self,
         connection: &AppConnection,
         call: &Call,
-        parse: impl Fn(Value) -> Result<Option<T>, WeChatError>,
+        mut parse: impl FnMut(Value) -> Result<Option<T>, WeChatError>,
     ) -> Result<Option<T>, WeChatError> {
         let token = self.token(connection, None).await?;
-        match self.post(connection, &token, call, &parse).await {
+        match self.post(connection, &token, call, &mut parse).await {
             Err(error) if error.is_token_rejected() => {
                 let token = self.token(connection, Some((&token, &error))).await?;
-                self.post(connection, &token, call, &parse).await
+                self.post(connection, &token, call, &mut parse).await
             }
             answer => answer,
         }
@@ -118,7 +118,7 @@ impl Client {
         connection: &AppConnection,
         token: &str,
         call: &Call,
-        parse: &impl Fn(Value) -> Result<Option<T>, WeChatError>,
+        parse: &mut impl FnMut(Value) -> Result<Option<T>, WeChatError>,
     ) -> Result<Option<T>, WeChatError> {
         let request = self
             .http
