@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use wechat_miniprogram_exporter::app::Exporter;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
 use wechat_miniprogram_exporter::period::{beijing_date, beijing_midnight, Period, PeriodKind};
+use wechat_miniprogram_exporter::reload::Source;
 use wechat_miniprogram_exporter::simulation::model::Model;
 use wechat_miniprogram_exporter::simulation::{config_for, generated_apps, SimApp, Simulation};
+use wechat_miniprogram_exporter::startup::{self, Start};
 use wechat_miniprogram_exporter::store::Store;
 
 const APPS: usize = 50;
@@ -93,8 +94,16 @@ async fn run(late: bool) -> anyhow::Result<()> {
         .await?;
     let config = Config::from_toml(&config_for(&apps, &format!("http://{api}")))
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let exporter = Exporter::build(&config, clock.clone()).unwrap();
-    exporter.start(&config)?;
+    let starting = Start {
+        source: Source::Fixed(Box::new(config.clone())),
+        config,
+        clock: clock.clone(),
+        listener: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        hangups: false,
+    };
+    let exporter = startup::start(starting)
+        .await
+        .map_err(|problem| anyhow::anyhow!("{problem}"))?;
 
     // Day 0 is the start (the first round fetches what is out); days 1..=DAYS are measured.
     let first = beijing_midnight(start_day + Days::new(1));
@@ -115,7 +124,7 @@ async fn run(late: bool) -> anyhow::Result<()> {
         clock.set(now);
     }
     report(&apps, &sim.calls()[measured_from..], first);
-    exporter.fleet.stop().await;
+    exporter.stop().await;
     Ok(())
 }
 

@@ -324,6 +324,32 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What `check-config` says of a valid configuration: the apps, each with its token source.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "configuration is valid: {} Mini Program(s), /metrics on {}",
+            self.apps.len(),
+            self.listen_address
+        )];
+        if self.shard.total > 1 {
+            lines.push(format!(
+                "  shard {} of {}: the apps below are this shard's",
+                self.shard.index, self.shard.total
+            ));
+        }
+        for app in &self.apps {
+            lines.push(format!(
+                "  {} ({}), token from {}",
+                app.name,
+                app.appid,
+                app.token.name()
+            ));
+        }
+        lines
+    }
+}
+
 /// Checks that `file` is a readable UTF-8 file, so that a directory or a binary file is
 /// named as such instead of reading as an empty configuration.
 fn check_file(file: &Path) -> Result<(), String> {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{listed_apps, Discovery as Settings, ListedApp};
+use crate::config::{listed_apps, Config, Discovery as Settings, ListedApp};
 use crate::domain::{App, Shard};
 
 /// The largest JSON list read from a file or the URL.
@@ -249,6 +249,46 @@ fn scrub(text: &str, secret: Option<&str>) -> String {
         Some(secret) => text.replace(secret, "<redacted>"),
         None => text.to_string(),
     }
+}
+
+/// What `check-config` says of the discovery sources of `config`, read once: each source
+/// and its apps, and the problems (a source that fails, apps that clash).
+pub async fn check(config: &Config) -> (Vec<String>, Vec<String>) {
+    let mut lines = Vec::new();
+    if !config.discovery.is_configured() {
+        return (lines, Vec::new());
+    }
+    let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
+    discovery.read_files().await;
+    discovery.read_url().await;
+    let failed: Vec<String> = discovery
+        .problems()
+        .map(|(_, problem)| format!("discovery source {problem}"))
+        .collect();
+    let mut sources = vec![("the configuration".to_string(), config.apps.clone())];
+    for (source, apps) in discovery.lists() {
+        lines.push(format!(
+            "  discovery source {source}: {} Mini Program(s)",
+            apps.len()
+        ));
+        for app in apps {
+            lines.push(format!(
+                "    {} ({}), token from {}",
+                app.name,
+                app.appid,
+                app.token.name()
+            ));
+        }
+        sources.push((format!("discovery source {source}"), apps.clone()));
+    }
+    let problems = match merge_apps(&sources) {
+        Ok(apps) => {
+            lines.push(format!("  {} Mini Program(s) in all", apps.len()));
+            failed
+        }
+        Err(clashes) => failed.into_iter().chain(clashes).collect(),
+    };
+    (lines, problems)
 }
 
 /// The apps a source lists (`source` names it in problems), as JSON or YAML: a list of

@@ -96,10 +96,12 @@ pub mod fleet;
 pub mod reload;
 
 pub mod server;
+pub mod startup;
 
 pub mod backfill;
 
 pub mod simulation;
 
-pub mod app;
 pub mod logging;
+
+pub mod cli;

@@ -820,9 +820,11 @@ async fn readiness_waits_for_every_app_first_round() {
     let store = Arc::new(Store::new(&config.apps, Arc::new(SelfMetrics::new())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(wechat_miniprogram_exporter::app::serve(
+    tokio::spawn(wechat_miniprogram_exporter::server::listen::serve(
         listener,
-        store.clone(),
+        wechat_miniprogram_exporter::server::router(store.clone()),
+        None,
+        wechat_miniprogram_exporter::server::listen::Limits::default(),
         std::future::pending(),
     ));
     let status = |path: &'static str| async move {
@@ -889,9 +891,9 @@ async fn the_status_pages_show_each_app_failing_first_and_each_report() {
 
 #[tokio::test]
 async fn polling_once_reports_failures() {
-    use wechat_miniprogram_exporter::app::Exporter;
     use wechat_miniprogram_exporter::clock::Clock;
     use wechat_miniprogram_exporter::config::Config;
+    use wechat_miniprogram_exporter::startup;
 
     let clock = Clock::manual(beijing("2024-06-05 12:00"));
     let sim = wechat_miniprogram_exporter::simulation::Simulation::new(two_apps(), clock.clone());
@@ -902,11 +904,7 @@ async fn polling_once_reports_failures() {
         .unwrap();
     let toml = common::config_toml(&two_apps(), api, "");
     let config = Config::from_toml(&toml).unwrap();
-    let (store, failed) = Exporter::build(&config, clock.clone())
-        .unwrap()
-        .poll_once(&config)
-        .await
-        .unwrap();
+    let (store, failed) = startup::once(&config, clock.clone()).await.unwrap();
     assert!(!failed);
     let metrics = String::from_utf8(store.metrics(false).to_vec()).unwrap();
     assert!(sample(
@@ -918,11 +916,7 @@ async fn polling_once_reports_failures() {
 
     let broken = toml.replace("secret-news-0123456789", "wrong");
     let config = Config::from_toml(&broken).unwrap();
-    let (_, failed) = Exporter::build(&config, clock)
-        .unwrap()
-        .poll_once(&config)
-        .await
-        .unwrap();
+    let (_, failed) = startup::once(&config, clock).await.unwrap();
     assert!(failed);
 }
 

@@ -20,7 +20,7 @@
 //!
 //! The steps, one file each: [`plan`] (check the flags, list the calls), [`fetch`] (make
 //! them), [`history`] (replay what was fetched, summarise), [`openmetrics`] (the timestamped
-//! writer), [`progress`] (for whoever draws it).
+//! writer), [`progress`] (for whoever draws it), and [`run`], the command from start to end.
 
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub mod history;
 pub mod openmetrics;
 pub mod plan;
 pub mod progress;
+mod run;
+
+pub use run::{run, Outcome};
 
 /// How long before the run the history stops: Prometheus's head block, which backfilled
 /// blocks must not overlap.

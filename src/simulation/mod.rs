@@ -46,6 +46,50 @@ pub fn config_for(apps: &[SimApp], api: &str) -> String {
     toml
 }
 
+/// `simulate`: serves the simulated API for the demo apps and `extra` generated ones on
+/// `listen` until `shutdown` completes, first writing the exporter's configuration for them
+/// to `config_out` if given, and saying where it serves.
+pub async fn standalone(
+    listen: SocketAddr,
+    extra: usize,
+    config_out: Option<&std::path::Path>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut all = demo_apps();
+    all.extend(generated_apps(extra));
+    let simulation = Simulation::new(all, Clock::system());
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    if let Some(path) = config_out {
+        std::fs::write(
+            path,
+            config_for(simulation.apps(), &format!("http://{address}")),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "Simulated WeChat API for {} Mini Programs at http://{address}",
+        simulation.apps().len(),
+    );
+    for app in simulation.apps().iter().take(3) {
+        println!(
+            "  {:8} appid {}  publishes at {:02}:00 Beijing time",
+            app.name, app.appid, app.publish_hour
+        );
+    }
+    if extra > 0 {
+        println!("  and {extra} generated apps (app0000...)");
+    }
+    tokio::select! {
+        result = simulation.serve(listener) => result?,
+        _ = shutdown => {}
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Mutable {
     tokens: HashMap<String, tokens::IssuedToken>,

@@ -14,20 +14,17 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use wechat_miniprogram_exporter::app::Exporter;
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::Config;
-use wechat_miniprogram_exporter::fleet::Fleet;
 use wechat_miniprogram_exporter::logging::{self, LogFormat, LogLevel};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::reload::{Control, Source};
 use wechat_miniprogram_exporter::report::Report;
 use wechat_miniprogram_exporter::report::Settings as ReportSettings;
-use wechat_miniprogram_exporter::server::{router, with_reload};
 use wechat_miniprogram_exporter::simulation::model::Request;
 use wechat_miniprogram_exporter::simulation::{Fault, Model, SimApp, Simulation};
+use wechat_miniprogram_exporter::startup::{self, Running, Start};
 use wechat_miniprogram_exporter::store::Store;
 use wechat_miniprogram_exporter::wechat::Call;
 
@@ -138,8 +135,8 @@ pub struct TestApp {
     pub jobs: usize,
     /// Reloads and discovery.
     pub control: Arc<Control>,
-    pub fleet: Arc<Fleet>,
-    stop: watch::Sender<bool>,
+    /// The exporter, until it is stopped.
+    running: Mutex<Option<Running>>,
     _log_guard: tracing::subscriber::DefaultGuard,
 }
 
@@ -311,7 +308,7 @@ pub fn jobs_of(config: &Config) -> usize {
 }
 
 pub async fn start_exporter(
-    config: Config,
+    mut config: Config,
     source: Source,
     clock: Clock,
     sim: Simulation,
@@ -320,50 +317,28 @@ pub async fn start_exporter(
     guard: tracing::subscriber::DefaultGuard,
 ) -> TestApp {
     let jobs = jobs_of(&config);
-    let (stop, stopped) = watch::channel(false);
-    let exporter = Exporter::build(&config, clock.clone()).unwrap();
-    let metrics = exporter.store.self_metrics().clone();
-    let control = Arc::new(Control::new(
-        source,
-        config,
-        exporter.fleet.clone(),
-        metrics,
-        clock.clone(),
-    ));
-    control.start().await.unwrap();
-    tokio::spawn(control.clone().watch(stopped.clone()));
+    // The tests reload over HTTP.
+    config.web.enable_lifecycle = true;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut stopped_server = stopped;
-    let reload = control.clone();
-    let router = with_reload(
-        router(exporter.store.clone()),
-        Some(Arc::new(move || {
-            let control = reload.clone();
-            Box::pin(async move { control.reload().await.map(|changes| changes.to_string()) })
-        })),
-    );
-    tokio::spawn(wechat_miniprogram_exporter::server::listen::serve(
+    let start = Start {
+        config,
+        source,
+        clock: clock.clone(),
         listener,
-        router,
-        None,
-        wechat_miniprogram_exporter::server::listen::Limits::default(),
-        async move {
-            let _ = stopped_server.wait_for(|stop| *stop).await;
-        },
-    ));
+        hangups: false,
+    };
+    let running = startup::start(start).await.unwrap();
     TestApp {
         sim,
         api,
         clock,
-        address,
-        store: exporter.store.clone(),
+        address: running.address,
+        store: running.store.clone(),
         logs,
         http: reqwest::Client::new(),
         jobs,
-        control,
-        fleet: exporter.fleet.clone(),
-        stop,
+        control: running.control.clone(),
+        running: Mutex::new(Some(running)),
         _log_guard: guard,
     }
 }
@@ -449,21 +424,18 @@ impl TestApp {
     /// Stops the pollers and the server at once, without waiting for the state: as a kill
     /// does (the storage's lock is given up, as the process's exit does).
     pub fn shutdown(&self) {
-        self.fleet.signal_stop();
-        let _ = self.stop.send(true);
-        self.store.close();
+        if let Some(running) = self.running.lock().unwrap().as_ref() {
+            running.kill();
+        }
     }
 
     /// Stops the pollers and the server, and waits until the state is on disk, as a
     /// shutdown of the real exporter does.
     pub async fn stop(&self) {
-        self.fleet.stop().await;
-        let _ = self.stop.send(true);
-        assert!(
-            self.store.flush(Duration::from_secs(10)),
-            "the state is written"
-        );
-        self.store.close();
+        let running = self.running.lock().unwrap().take();
+        if let Some(running) = running {
+            assert!(running.stop().await, "the state is written");
+        }
     }
 
     /// Calls the simulation answered since the `from`-th, of every app.
