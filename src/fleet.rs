@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{App, Polling};
-use crate::poller::{AppPoller, Settings};
+use crate::poller::{AppPoller, Context, Settings};
 use crate::sink::{AppSlot, Sink};
 use crate::store::Store;
 use crate::supervise::supervise;
@@ -181,15 +181,15 @@ impl Fleet {
         let poller_stop = stopped.clone();
         let poller_app = app.clone();
         let start = move || {
-            let poller = AppPoller::new(
-                slot,
-                AppConnection::new(poller_app.clone()),
-                client.clone(),
-                store.clone() as Arc<dyn Sink>,
-                settings.clone(),
-                clock.clone(),
-                store.resume(slot),
-            );
+            let context = Context {
+                app: slot,
+                connection: AppConnection::new(poller_app.clone()),
+                client: client.clone(),
+                sink: store.clone() as Arc<dyn Sink>,
+                settings: settings.clone(),
+                clock: clock.clone(),
+            };
+            let poller = AppPoller::new(context, store.resume(slot));
             poller.run(poller_stop.clone())
         };
         let handle = tokio::spawn(supervise(

@@ -82,6 +82,7 @@ pub mod publication;
 pub mod sink;
 
 pub mod poller;
+pub mod schedule;
 pub mod supervise;
 
 pub mod metrics;

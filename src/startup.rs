@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::metrics::SelfMetrics;
-use crate::poller::{AppPoller, Settings};
+use crate::poller::{AppPoller, Context, Settings};
 use crate::reload::{Control, Source};
 use crate::server::listen::{self, Limits};
 use crate::server::web_config::WebConfig;
@@ -235,15 +235,15 @@ pub async fn once(config: &Config, clock: Clock) -> Result<(Arc<Store>, bool), S
     let mut tasks = JoinSet::new();
     for app in &config.apps {
         let (slot, resume) = store.add(app, &config.reports, clock.now());
-        let mut poller = AppPoller::new(
-            slot,
-            AppConnection::new(app.clone()),
-            client.clone(),
-            store.clone() as Arc<dyn Sink>,
-            settings.clone(),
-            clock.clone(),
-            resume,
-        );
+        let context = Context {
+            app: slot,
+            connection: AppConnection::new(app.clone()),
+            client: client.clone(),
+            sink: store.clone() as Arc<dyn Sink>,
+            settings: settings.clone(),
+            clock: clock.clone(),
+        };
+        let mut poller = AppPoller::new(context, resume);
         tasks.spawn(async move {
             poller.round().await;
             poller.has_errors()

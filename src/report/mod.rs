@@ -202,10 +202,7 @@ impl Report {
     /// The newest period of `kind` the report may hold at `now`: the latest completed one,
     /// or, for a report fetched again during its period (the quota), the current one.
     pub fn newest(self, kind: PeriodKind, now: DateTime<Utc>, settings: &Settings) -> Period {
-        match self.refresh(settings) {
-            None => Period::latest_completed(kind, now),
-            Some(_) => Period::containing(kind, crate::period::beijing_date(now)),
-        }
+        newest(kind, now, self.refresh(settings).is_some())
     }
 
     /// Whether the report is polled with these settings.
@@ -310,6 +307,17 @@ impl fmt::Display for Report {
 impl fmt::Debug for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The newest period of `kind` a report may hold at `now`: the latest completed one, or the
+/// current one for a report fetched again while its period lasts (`refreshes`). The one
+/// place that decides it, for the schedule and for the state read back.
+pub fn newest(kind: PeriodKind, now: DateTime<Utc>, refreshes: bool) -> Period {
+    if refreshes {
+        Period::containing(kind, crate::period::beijing_date(now))
+    } else {
+        Period::latest_completed(kind, now)
     }
 }
 
