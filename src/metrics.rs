@@ -28,7 +28,7 @@ use crate::wechat::wire::Tally;
 use crate::wechat::WeChatError;
 
 /// Writes the exposition of every app's held data, then `self_metrics`, into `out`.
-pub fn render(apps: &[AppData], self_metrics: &SelfMetrics, out: &mut String) {
+pub fn render(apps: &[&AppData], self_metrics: &SelfMetrics, out: &mut String) {
     {
         let mut text = Text::new(out);
         render_data(apps, &mut text);
@@ -39,7 +39,7 @@ pub fn render(apps: &[AppData], self_metrics: &SelfMetrics, out: &mut String) {
 
 /// As [`render`], handing the text to `spill` piece by piece (the last piece included), so
 /// that the whole text is never held.
-pub fn render_spilling(apps: &[AppData], self_metrics: &SelfMetrics, spill: Spill<'_>) {
+pub fn render_spilling(apps: &[&AppData], self_metrics: &SelfMetrics, spill: Spill<'_>) {
     let mut out = String::with_capacity(512 << 10);
     {
         let mut text = Text::spilling(&mut out, &mut *spill);
@@ -53,7 +53,7 @@ pub fn render_spilling(apps: &[AppData], self_metrics: &SelfMetrics, spill: Spil
 
 /// Writes the families that carry WeChat's data (and the period each report holds), without
 /// the exporter's health: what `backfill` writes for past periods.
-pub fn render_data(apps: &[AppData], out: &mut dyn Exposition) {
+pub fn render_data(apps: &[&AppData], out: &mut dyn Exposition) {
     for report in Report::all() {
         report.render(apps, out);
     }
@@ -61,7 +61,7 @@ pub fn render_data(apps: &[AppData], out: &mut dyn Exposition) {
 }
 
 /// One sample per (app, report, kind) held: `value` of the held period.
-fn per_held(apps: &[AppData], out: &mut dyn Exposition, value: fn(&crate::report::Held) -> f64) {
+fn per_held(apps: &[&AppData], out: &mut dyn Exposition, value: fn(&crate::report::Held) -> f64) {
     for app in apps {
         for ((report, kind), held) in &app.held {
             Samples::new(out, &app.appid, &app.name).sample(
@@ -72,7 +72,7 @@ fn per_held(apps: &[AppData], out: &mut dyn Exposition, value: fn(&crate::report
     }
 }
 
-fn render_ref_dates(apps: &[AppData], out: &mut dyn Exposition) {
+fn render_ref_dates(apps: &[&AppData], out: &mut dyn Exposition) {
     out.family("wechat_miniprogram_ref_date_timestamp_seconds",
         "Start (00:00 Beijing time) of the period whose values are exported, per report and period. time() minus this is the data's age.".into());
     per_held(apps, out, |held| {
@@ -80,7 +80,7 @@ fn render_ref_dates(apps: &[AppData], out: &mut dyn Exposition) {
     });
 }
 
-fn render_health(apps: &[AppData], out: &mut dyn Exposition) {
+fn render_health(apps: &[&AppData], out: &mut dyn Exposition) {
     out.family(
         "wechat_miniprogram_last_success_timestamp_seconds",
         "When the exported period of this report was fetched from WeChat (Unix time).".into(),
@@ -290,7 +290,7 @@ impl SelfMetrics {
         self.changes.load(Ordering::Acquire)
     }
 
-    fn render(&self, apps: &[AppData], out: &mut String) {
+    fn render(&self, apps: &[&AppData], out: &mut String) {
         // Every app gets its series at zero, so that rate() and increase() see the first error.
         for app in apps {
             for outcome in ["success", "error"] {
@@ -396,7 +396,7 @@ mod tests {
         }
     }
 
-    fn rendered(apps: &[AppData]) -> String {
+    fn rendered(apps: &[&AppData]) -> String {
         let mut out = String::new();
         render(apps, &SelfMetrics::new(), &mut out);
         out
@@ -408,7 +408,10 @@ mod tests {
             visit_uv: Some(55500.0),
             ..Trend::default()
         };
-        let text = rendered(&[shop(vec![(Report::by_name("visit_trend").unwrap(), trend)])]);
+        let text = rendered(&[&shop(vec![(
+            Report::by_name("visit_trend").unwrap(),
+            trend,
+        )])]);
         // 2024-03-10 00:00 in Beijing is 2024-03-09 16:00 UTC.
         assert!(text.contains("wechat_miniprogram_ref_date_timestamp_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",report=\"visit_trend\",period=\"daily\"} 1710000000\n"), "{text}");
         assert!(text.contains("wechat_miniprogram_last_success_timestamp_seconds{appid=\"wx1234567890abcdef\",app=\"shop\",report=\"visit_trend\",period=\"daily\"} 1710000000\n"), "{text}");
@@ -416,7 +419,7 @@ mod tests {
 
     #[test]
     fn no_sample_carries_a_timestamp_and_empty_families_are_omitted() {
-        let text = rendered(&[shop(vec![])]);
+        let text = rendered(&[&shop(vec![])]);
         assert!(!text.contains("wechat_miniprogram_visit_uv"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "{line}");

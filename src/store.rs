@@ -5,7 +5,7 @@
 //! the same `Bytes` again, gzipped ones too, so scrapes cost a clone however many apps there
 //! are. Nothing here calls WeChat.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -34,11 +34,33 @@ pub struct Store {
     next_slot: AtomicU64,
 }
 
-/// The apps, ordered by name: their exported data, and beside it what the pages show.
+/// The apps by name, and the name of the app in each slot.
 #[derive(Default)]
 struct State {
-    apps: Vec<AppData>,
-    meta: Vec<Meta>,
+    apps: BTreeMap<String, Entry>,
+    names: HashMap<AppSlot, String>,
+}
+
+/// One app: what is exported, and beside it what the pages show and the poller resumes from.
+struct Entry {
+    data: AppData,
+    meta: Meta,
+}
+
+impl State {
+    /// The app in `slot`, if it is still there.
+    fn get(&self, slot: AppSlot) -> Option<&Entry> {
+        self.apps.get(self.names.get(&slot)?)
+    }
+
+    fn get_mut(&mut self, slot: AppSlot) -> Option<&mut Entry> {
+        self.apps.get_mut(self.names.get(&slot)?)
+    }
+
+    /// What is exported of every app, in the order of their names.
+    fn data(&self) -> Vec<&AppData> {
+        self.apps.values().map(|entry| &entry.data).collect()
+    }
 }
 
 struct Meta {
@@ -133,8 +155,8 @@ impl Store {
     /// finishing an attempt: what it hands on is dropped).
     fn write_app(&self, slot: AppSlot, change: impl FnOnce(&mut AppData, &mut Meta)) {
         self.write(|state| {
-            if let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) {
-                change(&mut state.apps[index], &mut state.meta[index]);
+            if let Some(entry) = state.get_mut(slot) {
+                change(&mut entry.data, &mut entry.meta);
             }
         });
     }
@@ -171,9 +193,8 @@ impl Store {
             newer_on_disk: loaded.newer,
         };
         self.write(|state| {
-            let at = state.apps.partition_point(|other| other.name < app.name);
-            state.apps.insert(at, data);
-            state.meta.insert(at, meta);
+            state.names.insert(slot, app.name.clone());
+            state.apps.insert(app.name.clone(), Entry { data, meta });
         });
         (slot, resume)
     }
@@ -181,9 +202,8 @@ impl Store {
     /// Removes the app in `slot`: its series disappear with the next scrape.
     pub fn remove(&self, slot: AppSlot) {
         self.write(|state| {
-            if let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) {
-                state.apps.remove(index);
-                state.meta.remove(index);
+            if let Some(name) = state.names.remove(&slot) {
+                state.apps.remove(&name);
             }
         });
     }
@@ -205,23 +225,24 @@ impl Store {
     /// crash) without asking WeChat for it again.
     pub fn resume(&self, slot: AppSlot) -> Resume {
         let state = self.state.read().expect("store lock");
-        let Some(index) = state.meta.iter().position(|meta| meta.slot == slot) else {
+        let Some(entry) = state.get(slot) else {
             return Resume::default();
         };
         Resume {
-            held: state.apps[index]
+            held: entry
+                .data
                 .held
                 .iter()
                 .map(|(key, held)| (*key, (held.period, held.fetched_at)))
                 .collect(),
-            habits: state.meta[index].habits.clone(),
+            habits: entry.meta.habits.clone(),
         }
     }
 
     /// The slots of the apps, in the order of their names.
     pub fn slots(&self) -> Vec<AppSlot> {
         let state = self.state.read().expect("store lock");
-        state.meta.iter().map(|meta| meta.slot).collect()
+        state.apps.values().map(|entry| entry.meta.slot).collect()
     }
 
     /// Waits until the state written so far is on disk, for at most `timeout`; `false` if it
@@ -331,11 +352,8 @@ impl Store {
     /// The exposition as text, in a buffer of about `size` bytes.
     fn text(&self, size: usize) -> Bytes {
         let mut text = String::with_capacity(size + 4096);
-        render(
-            &self.state.read().expect("store lock").apps,
-            &self.self_metrics,
-            &mut text,
-        );
+        let state = self.state.read().expect("store lock");
+        render(&state.data(), &self.self_metrics, &mut text);
         Bytes::from(text)
     }
 
@@ -346,11 +364,8 @@ impl Store {
             builder.write(text.as_bytes());
             text.clear();
         };
-        render_spilling(
-            &self.state.read().expect("store lock").apps,
-            &self.self_metrics,
-            &mut spill,
-        );
+        let state = self.state.read().expect("store lock");
+        render_spilling(&state.data(), &self.self_metrics, &mut spill);
         builder.head()
     }
 
@@ -362,7 +377,7 @@ impl Store {
     /// True once every app has finished its first round of polling or read its state.
     pub fn is_ready(&self) -> bool {
         let state = self.state.read().expect("store lock");
-        state.meta.iter().all(|meta| meta.ready)
+        state.apps.values().all(|entry| entry.meta.ready)
     }
 
     /// Every app's status, for the landing page.
@@ -370,12 +385,11 @@ impl Store {
         let state = self.state.read().expect("store lock");
         state
             .apps
-            .iter()
-            .zip(&state.meta)
-            .map(|(app, meta)| AppOverview {
-                name: app.name.clone(),
-                appid: app.appid.clone(),
-                up: app.up,
+            .values()
+            .map(|Entry { data, meta }| AppOverview {
+                name: data.name.clone(),
+                appid: data.appid.clone(),
+                up: data.up,
                 ready: meta.ready,
                 jobs: meta.statuses.clone(),
                 crash: meta.crash.clone(),
@@ -403,8 +417,8 @@ impl Sink for Store {
     fn status(&self, app: AppSlot, report: Report, kind: PeriodKind, status: JobStatus) {
         // The pages read statuses; `/metrics` does not, so it is not rendered again.
         let mut state = self.state.write().expect("store lock");
-        if let Some(index) = state.meta.iter().position(|meta| meta.slot == app) {
-            state.meta[index].statuses.insert((report, kind), status);
+        if let Some(entry) = state.get_mut(app) {
+            entry.meta.statuses.insert((report, kind), status);
         }
     }
 

@@ -240,7 +240,7 @@ fn exported(report: Report, period: Period, pieces: &Pieces, alone: bool) -> Vec
         held: BTreeMap::from([((report, period.kind()), held)]),
     };
     let mut text = String::new();
-    report.render(&[app], &mut Text::new(&mut text));
+    report.render(&[&app], &mut Text::new(&mut text));
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .map(String::from)

@@ -461,7 +461,7 @@ fn run(target: &Target, bodies: &[Option<&[u8]>]) -> String {
             up: true,
             held: BTreeMap::from([((report, period.kind()), held)]),
         };
-        report.render(&[app], &mut Text::new(&mut out));
+        report.render(&[&app], &mut Text::new(&mut out));
     }
     out
 }

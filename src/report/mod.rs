@@ -222,7 +222,7 @@ impl Report {
 
     /// Writes the report's families for every app, each family whole: for each family, the
     /// samples of every app and period kind held.
-    pub fn render(self, apps: &[AppData], out: &mut dyn Exposition) {
+    pub fn render(self, apps: &[&AppData], out: &mut dyn Exposition) {
         let spec = self.spec();
         for family in 0..spec.family_count() {
             let (name, help) = spec.family(family);
@@ -382,7 +382,7 @@ pub(crate) mod tests {
             held: BTreeMap::from([((report, PeriodKind::Daily), held)]),
         };
         let mut out = String::new();
-        report.render(&[app], &mut Text::new(&mut out));
+        report.render(&[&app], &mut Text::new(&mut out));
         out
     }
 
@@ -413,7 +413,7 @@ pub(crate) mod tests {
             held: BTreeMap::from([((report, period.kind()), held)]),
         };
         let mut out = String::new();
-        report.render(&[app], &mut Text::new(&mut out));
+        report.render(&[&app], &mut Text::new(&mut out));
         Some(out)
     }
 
