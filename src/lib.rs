@@ -81,8 +81,9 @@ pub mod publication;
 
 pub mod sink;
 
-pub mod poller;
 pub mod schedule;
+
+pub mod poller;
 pub mod supervise;
 
 pub mod metrics;
@@ -106,3 +107,6 @@ pub mod simulation;
 pub mod logging;
 
 pub mod cli;
+
+#[cfg(test)]
+mod tidy;

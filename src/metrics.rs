@@ -132,6 +132,18 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     collector
 }
 
+/// When the server's TLS certificate expires; set only with TLS.
+fn tls_expiry_gauge(registry: &Registry) -> IntGaugeVec {
+    let tls_expiry = Opts::new(
+        "wechat_miniprogram_exporter_tls_certificate_expiry_timestamp_seconds",
+        "When the server's TLS certificate (--web.config.file) expires (Unix time); absent without TLS.",
+    );
+    register(
+        registry,
+        IntGaugeVec::new(tls_expiry, &[]).expect("valid metric"),
+    )
+}
+
 /// The gauges that describe this exporter (its shard, its number of apps), in `registry`.
 fn instance_gauges(registry: &Registry) -> (IntGaugeVec, IntGauge) {
     let shard = Opts::new(
@@ -228,16 +240,8 @@ impl SelfMetrics {
         );
         let (shard, apps) = instance_gauges(&registry);
         let (reload_successful, reload_success_time) = reload_gauges(&registry);
-        let tls_expiry = Opts::new(
-            "wechat_miniprogram_exporter_tls_certificate_expiry_timestamp_seconds",
-            "When the server's TLS certificate (--web.config.file) expires (Unix time); absent without TLS.",
-        );
-        let tls_expiry = register(
-            &registry,
-            IntGaugeVec::new(tls_expiry, &[]).expect("valid metric"),
-        );
         SelfMetrics {
-            tls_expiry,
+            tls_expiry: tls_expiry_gauge(&registry),
             registry,
             exporter,
             process: exporter_metrics.then(ProcessCollector::for_self),

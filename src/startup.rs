@@ -80,14 +80,7 @@ pub async fn start(start: Start) -> Result<Running, String> {
         listener,
         hangups,
     } = start;
-    let web = match &config.web.config_file {
-        Some(path) => {
-            Some(Arc::new(WebConfig::load(path).map_err(|problem| {
-                format!("--web.config.file: {problem}")
-            })?))
-        }
-        None => None,
-    };
+    let web = web_config(&config)?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     let tls = web.as_ref().is_some_and(|web| web.current().tls.is_some());
     tracing::info!(address = %address, apps = config.apps.len(), tls, version = env!("CARGO_PKG_VERSION"), "serving {}", config.web.telemetry_path);
@@ -95,11 +88,7 @@ pub async fn start(start: Start) -> Result<Running, String> {
     let fleet = Arc::new(Fleet::new(store.clone(), clock.clone()));
     let (stop, stopped) = watch::channel(false);
     if let Some(web) = &web {
-        let metrics = store.self_metrics().clone();
-        let on_loaded = move |loaded: &crate::server::web_config::Loaded| {
-            metrics.tls_certificate(loaded.validity.map(|(not_after, _)| not_after));
-        };
-        tokio::spawn(web.clone().watch(on_loaded, stopped.clone()));
+        watch_web_config(web, store.self_metrics().clone(), stopped.clone());
     }
     let metrics = store.self_metrics().clone();
     let control = Arc::new(Control::new(
@@ -138,6 +127,29 @@ pub async fn start(start: Start) -> Result<Running, String> {
         stop,
         server,
     })
+}
+
+/// The web configuration `--web.config.file` names, loaded (a file that does not load stops
+/// the start).
+fn web_config(config: &Config) -> Result<Option<Arc<WebConfig>>, String> {
+    let Some(path) = &config.web.config_file else {
+        return Ok(None);
+    };
+    let web = WebConfig::load(path).map_err(|problem| format!("--web.config.file: {problem}"))?;
+    Ok(Some(Arc::new(web)))
+}
+
+/// Reads the web configuration again when its files change, until `stopped` turns true,
+/// exporting its certificate's expiry each time it loads.
+fn watch_web_config(
+    web: &Arc<WebConfig>,
+    metrics: Arc<SelfMetrics>,
+    stopped: watch::Receiver<bool>,
+) {
+    let on_loaded = move |loaded: &crate::server::web_config::Loaded| {
+        metrics.tls_certificate(loaded.validity.map(|(not_after, _)| not_after));
+    };
+    tokio::spawn(web.clone().watch(on_loaded, stopped));
 }
 
 /// Reads the configuration again on each SIGHUP, until `stopped` turns true.

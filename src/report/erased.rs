@@ -48,11 +48,11 @@ pub fn typed<R: ReportSpec>(snapshot: R::Snapshot) -> Arc<dyn Snapshot> {
 /// assembled into the snapshot of a period. The one conversion from answers to what is
 /// exported: the poller, the state, `backfill` and the tests all go through it.
 pub struct Pieces {
-    typed: Box<dyn AnyPieces>,
+    typed: Box<dyn ErasedPieces>,
 }
 
 impl Pieces {
-    pub(super) fn new(typed: Box<dyn AnyPieces>) -> Pieces {
+    pub(super) fn new(typed: Box<dyn ErasedPieces>) -> Pieces {
         Pieces { typed }
     }
 
@@ -123,7 +123,7 @@ impl fmt::Debug for Pieces {
 }
 
 /// [`Pieces`] of one report, with the report's types.
-pub(super) trait AnyPieces: Send + Sync {
+pub(super) trait ErasedPieces: Send + Sync {
     fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError>;
     fn read_history(
         &mut self,
@@ -133,7 +133,7 @@ pub(super) trait AnyPieces: Send + Sync {
     ) -> Result<usize, WeChatError>;
     fn holds(&self, app: usize, call: &Call) -> bool;
     fn forget(&mut self, app: usize, call: &Call);
-    fn boxed_clone(&self) -> Box<dyn AnyPieces>;
+    fn boxed_clone(&self) -> Box<dyn ErasedPieces>;
     fn published(&self, app: usize, period: Period, settings: &Settings) -> bool;
     fn snapshot(&self, app: usize, period: Period, settings: &Settings) -> Arc<dyn Snapshot>;
 }
@@ -155,7 +155,7 @@ impl<R: ReportSpec> TypedPieces<R> {
     }
 }
 
-impl<R: ReportSpec> AnyPieces for TypedPieces<R> {
+impl<R: ReportSpec> ErasedPieces for TypedPieces<R> {
     fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError> {
         let piece = self.report.parse(call, answer)?;
         let holds = piece.is_some();
@@ -187,7 +187,7 @@ impl<R: ReportSpec> AnyPieces for TypedPieces<R> {
         self.pieces.remove(&(app, call.clone()));
     }
 
-    fn boxed_clone(&self) -> Box<dyn AnyPieces> {
+    fn boxed_clone(&self) -> Box<dyn ErasedPieces> {
         Box::new(TypedPieces {
             report: self.report,
             pieces: self.pieces.clone(),
@@ -198,7 +198,7 @@ impl<R: ReportSpec> AnyPieces for TypedPieces<R> {
         let pieces = self.of(app, period, settings);
         match R::PUBLICATION {
             Publication::First => pieces.first().is_some_and(Option::is_some),
-            Publication::Any => pieces.iter().any(Option::is_some),
+            Publication::AnyCall => pieces.iter().any(Option::is_some),
         }
     }
 
@@ -209,7 +209,7 @@ impl<R: ReportSpec> AnyPieces for TypedPieces<R> {
 }
 
 /// A report with its types erased; see [`ReportSpec`] for what each method means.
-pub(super) trait AnyReport: Sync {
+pub(super) trait ErasedReport: Sync {
     fn name(&self) -> &'static str;
     fn kinds(&self) -> &'static [PeriodKind];
     fn gates(&self) -> bool;
@@ -227,7 +227,7 @@ pub(super) trait AnyReport: Sync {
     fn simulate(&self, request: &Request<'_>) -> Result<Value, Refusal>;
 }
 
-impl<R: ReportSpec> AnyReport for R {
+impl<R: ReportSpec> ErasedReport for R {
     fn name(&self) -> &'static str {
         R::NAME
     }

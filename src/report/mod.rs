@@ -50,12 +50,12 @@ pub mod visit_distribution;
 pub mod visit_page;
 pub mod visit_trend;
 
-use erased::AnyReport;
+use erased::ErasedReport;
 pub use erased::{typed as typed_snapshot, Pieces, Snapshot};
 pub use settings::{ReportSet, Settings};
 
 /// Every report, in the order they are polled and exported.
-static REGISTRY: &[&dyn AnyReport] = &[
+static REGISTRY: &[&dyn ErasedReport] = &[
     &visit_trend::VisitTrend,
     &retention::Retention,
     &visit_distribution::VisitDistribution,
@@ -151,7 +151,7 @@ pub enum Publication {
     /// calls are not made.
     First,
     /// An answer to any call (the calls fetch parts that WeChat may or may not have).
-    Any,
+    AnyCall,
 }
 
 /// One metric family of a report: its name, its HELP and how a snapshot writes its samples.
@@ -238,7 +238,7 @@ impl Report {
         }
     }
 
-    fn spec(self) -> &'static dyn AnyReport {
+    fn spec(self) -> &'static dyn ErasedReport {
         REGISTRY[usize::from(self.0)]
     }
 

@@ -158,7 +158,7 @@ impl ReportSpec for Performance {
 
     const NAME: &'static str = "performance";
     const KINDS: &'static [PeriodKind] = &[PeriodKind::Daily];
-    const PUBLICATION: Publication = Publication::Any;
+    const PUBLICATION: Publication = Publication::AnyCall;
     const FAMILIES: &'static [Family<Modules>] = &[Family {
         name: "wechat_miniprogram_performance",
         help: "Performance data of the day from the console's performance/boot API, by module (open_rate 10016, launch_stages 10017, page_switch 10021, memory 10022, memory_anomaly 10023) and indicator (WeChat's table id). WeChat sends the values as decimal strings and documents no unit: the value is WeChat's number as sent.",

@@ -100,7 +100,7 @@ impl ReportSpec for Quota {
     const KINDS: &'static [PeriodKind] = &[PeriodKind::Daily];
     const OPT_IN: bool = true;
     const HISTORY: bool = false;
-    const PUBLICATION: Publication = Publication::Any;
+    const PUBLICATION: Publication = Publication::AnyCall;
     const FAMILIES: &'static [Family<Usages>] = &[
         field!(
             "wechat_miniprogram_api_quota_daily_limit",
