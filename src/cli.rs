@@ -1,6 +1,9 @@
 //! The command line's flags and subcommands, as the official exporters have them
 //! (`--web.*`, `--log.*`, `--storage.path`), and what they override in the configuration.
 
+// The doc comments of the flags are their `--help` text, written for a terminal.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

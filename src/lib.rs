@@ -2,43 +2,56 @@
 //!
 //! # Map
 //!
-//! Data flows one way; a module imports only modules above it in this list:
+//! Data flows one way; a module imports only modules above it in this list (the `pub mod`
+//! order below; a test, `tidy`, fails on an import that points down the list):
 //!
 //! ```text
-//! config -> wechat (tokens + API client) -> report (one module per report) -> poller (schedule,
-//! retries) -> metrics -> state -> store -> fleet (pollers per app, reload, discovery) -> server
+//! domain -> wechat (tokens + API client) -> report (one module per report) -> schedule ->
+//! poller -> metrics -> state -> store -> config -> fleet (pollers per app, reload,
+//! discovery) -> server -> startup -> backfill -> simulation -> cli
 //! ```
 //!
-//! - [`clock`]: injectable time. [`config`]: TOML and environment, validated once into typed
-//!   values. [`period`]: the Beijing-time calendar (days, natural weeks and months).
+//! - [`clock`]: injectable time. [`domain`]: what the core knows of an app (its name, an
+//!   [`domain::AppId`] parsed once, its token source, its secret that redacts itself), the
+//!   shard and the polling settings (with the backoff). [`period`]: the Beijing-time
+//!   calendar (days, natural weeks and months).
 //! - [`wechat`]: the API client, tokens, errors and what every answer shares on the wire.
 //! - [`exposition`]: the small interface every family writes its samples through.
 //!   [`gzip`]: the cached exposition compressed once, with a per-scrape tail appended.
+//! - [`simulated`]: the simulated apps and their numbers, a leaf the reports answer from.
 //! - [`report`]: the reports, one module each, listed once in a registry: their calls, how an
 //!   answer is read, what is kept, the families they are exported as, and their simulated
-//!   answers (which use [`simulation::model`], the simulated numbers).
+//!   answers; [`report::Settings`] says which are enabled. Typed pieces stay inside the
+//!   generic code: answers go in, a snapshot that renders itself comes out.
 //! - [`policy`]: what to do after an error, for the agent and `backfill` alike.
 //!   [`publication`]: when each app's data is usually published, and so from when to ask.
 //! - [`sink`]: what the poller hands on (held periods with their answers, job statuses) and
 //!   what it starts from ([`sink::Resume`]).
-//! - [`poller`]: per app, what is due and when. [`supervise`]: keeps each app's poller alive;
-//!   a panic is that app's error, shown and retried, never a silence.
+//! - [`schedule`]: pure decisions of the poller: given now and what is held, what is due, what
+//!   an attempt asks for, when to wake, what an outcome changes.
+//! - [`poller`]: per app, the IO around the schedule. [`supervise`]: keeps each app's poller
+//!   alive; a panic is that app's error, shown and retried, never a silence.
 //! - [`metrics`]: the whole exposition: every report, the data's age, health, self-metrics.
 //! - [`state`]: the answers behind each held period and the learned hours, on disk under
 //!   `--storage.path`, read back through each report's own parsing.
-//! - [`store`]: the held data, rendered once per change into cached bytes (compressed as it
-//!   is rendered; the text only while scrapers ask for it).
-//! - [`fleet`]: one supervised poller per app, kept in step with a configuration: only what
-//!   changed changes. [`discovery`]: apps listed by files and a URL. [`reload`]: SIGHUP,
-//!   `POST /-/reload` and discovery applied to the fleet.
+//! - [`store`]: the held data, one entry per app, rendered once per change into cached bytes
+//!   (compressed as it is rendered; the text only while scrapers ask for it).
+//! - [`config`]: TOML and environment, validated once into typed values, each problem named
+//!   with its fix; only the wiring below imports it.
+//! - [`discovery`]: apps listed by files (file_sd globs) and a URL, merged with the
+//!   configured ones. [`fleet`]: one supervised poller per app, kept in step with a
+//!   configuration: only what changed changes. [`reload`]: SIGHUP, `POST /-/reload` and
+//!   discovery applied to the fleet.
 //! - [`server`]: `/metrics`, `/`, `/apps/NAME`, `/healthz`, `/readyz`, `POST /-/reload`; the
 //!   exporter-toolkit web configuration (TLS, basic auth, headers) and an accept loop that
 //!   bounds connections, request heads and the drain.
+//! - [`startup`]: the one start-up path, for `main` and the tests: a configuration becomes
+//!   the running exporter, and a handle stops it.
 //! - [`backfill`]: the other way out of `report` and `metrics`: past periods fetched once each
 //!   through the same client and written as timestamped OpenMetrics for `promtool`.
 //! - [`simulation`]: a faithful simulated WeChat API for the demo and the tests, answering
 //!   each report through the registry.
-//! - [`app`]: wiring for `main` and the tests. [`logging`]: logfmt or JSON lines.
+//! - [`logging`]: logfmt or JSON lines. [`cli`]: the command line, mapped by `main` to calls.
 //!
 //! # Invariants
 //!

@@ -188,7 +188,7 @@ fn reload_route(control: Arc<Control>) -> Reload {
 }
 
 impl Running {
-    /// Stops serving and polling, then writes the state: the pollers get [`STOP_WAIT`] to
+    /// Stops serving and polling, then writes the state: the pollers get `STOP_WAIT` to
     /// finish a request in flight, the state as long again (whatever the disk does, the exit
     /// is never held longer: what is not on disk is fetched again after a restart), and the
     /// storage is given up. `true` if the state was all written.

@@ -1,9 +1,9 @@
 //! What a backfill fetched: replayed in time into OpenMetrics, and summarised.
 //!
 //! The replay plays each app's periods in the order they would have appeared on `/metrics`,
-//! assembles each from its calls' answers as the agent does ([`Report::assemble`]) and renders
+//! assembles each from its calls' answers as the agent does ([`Pieces::assemble`](crate::report::Pieces::assemble)) and renders
 //! the app's state between one change and the next with the agent's own
-//! [`render_data`](crate::metrics::render_data).
+//! [`crate::metrics::render_data`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

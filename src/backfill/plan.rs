@@ -18,7 +18,7 @@ use crate::wechat::Call;
 /// retention cohort serves ten daily periods) are one unit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Unit {
-    /// The app, by its number in [`Plan::apps`].
+    /// The app, by its number in `Plan::apps`.
     pub app: usize,
     /// The report.
     pub report: Report,

@@ -7,9 +7,9 @@
 //! with its path and what to do about it. Beyond reading the config and secret files, this
 //! module does no IO.
 //!
-//! One job per file: [`raw`] (the tables as written, and the defaults), [`source`] (the file
-//! and the environment), [`problems`] (collecting what is wrong), [`validate`] (tables into
-//! typed settings) and [`apps`] (each app into a domain `App`). Only the wiring (discovery,
+//! One job per file: `raw` (the tables as written, and the defaults), `source` (the file
+//! and the environment), `problems` (collecting what is wrong), `validate` (tables into
+//! typed settings) and `apps` (each app into a domain `App`). Only the wiring (discovery,
 //! the fleet, reload, start-up, backfill, the command line) imports this module.
 
 mod apps;

@@ -27,7 +27,7 @@ const PHASES: [(u32, &str); 3] = [(1, "total"), (2, "download"), (3, "first_rend
 /// The launch times of one day, in milliseconds, by phase (`phase` label).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LaunchTimes {
-    /// (phase, milliseconds), in the order of [`PHASES`].
+    /// (phase, milliseconds), in the order of `PHASES`.
     pub phases: Vec<(&'static str, f64)>,
 }
 

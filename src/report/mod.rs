@@ -1,4 +1,4 @@
-//! The reports: one module each, listed once in [`REGISTRY`].
+//! The reports: one module each, listed once in `REGISTRY`.
 //!
 //! A report is everything the exporter knows about one of WeChat's analytics: the calls that
 //! fetch a period (path and body), how an answer is read (private wire types, lenient), what
@@ -19,7 +19,7 @@
 //!    types, snapshot, families and simulated answer, and tests that parse WeChat's documented
 //!    examples. [`visit_trend`] is the shortest model; [`retention`] shows a report that needs
 //!    several calls per period.
-//! 2. Add `pub mod <name>;` below and one line to [`REGISTRY`].
+//! 2. Add `pub mod <name>;` below and one line to `REGISTRY`.
 //!
 //! Nothing else needs to know the report exists.
 

@@ -40,7 +40,7 @@ pub type Indicators = Vec<(String, f64)>;
 /// What is exported of a day: the indicators of each module that had the day.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Modules {
-    /// (module label, indicators), in the order of [`MODULES`].
+    /// (module label, indicators), in the order of `MODULES`.
     pub modules: Vec<(&'static str, Indicators)>,
 }
 

@@ -40,7 +40,7 @@ const DIMENSIONS: [(&str, &str); 6] = [
 /// entries, largest first, each name once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Half {
-    /// (dimension, [(name, users)]) in the order of [`DIMENSIONS`].
+    /// (dimension, [(name, users)]) in the order of `DIMENSIONS`.
     pub dimensions: Vec<(&'static str, Vec<(String, f64)>)>,
 }
 

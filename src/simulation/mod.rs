@@ -1,9 +1,9 @@
 //! A simulated WeChat API, for the `demo`, for `simulate`, and for the tests.
 //!
 //! It follows the real service as `api-notes` describes it:
-//! - [`tokens`]: `/cgi-bin/token` (each fetch replaces the previous token, which lives on for
+//! - `tokens`: `/cgi-bin/token` (each fetch replaces the previous token, which lives on for
 //!   five minutes) and `/cgi-bin/stable_token` (the same token until shortly before expiry);
-//! - [`answers`]: every report's path, routed through the report registry: the token is
+//! - `answers`: every report's path, routed through the report registry: the token is
 //!   checked (41001, 40001, 42001), then the request (47001, the report's own 61500/61501, a
 //!   period ending yesterday at the latest, Beijing time); a period is published at its app's
 //!   publication hour the day after it ends, and before that the answer holds nothing or is

@@ -3,7 +3,7 @@
 //! It holds a single `reqwest::Client` (with timeouts, following no redirect: WeChat never
 //! redirects an API call, and a redirect could carry the token or the AppSecret to another
 //! host), the base URL and the global limit on requests in flight. For each [`Call`] it takes
-//! a cached token (see [`tokens`](super::tokens)), posts the request, reads at most
+//! a cached token (see `tokens`), posts the request, reads at most
 //! [`MAX_ANSWER`] bytes of the answer and parses it with the caller's parser; on a refused
 //! token (40001/40014/42001) it fetches a new token and retries exactly once. Every request is
 //! reported to an [`Observer`] (the exporter's own metrics) with a bounded error label.

@@ -4,7 +4,7 @@
 //! and a fresh start for that job, never a wrong value; and each app asks for a new period
 //! from its usual publication hour, a late day still ending with the data.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use wechat_miniprogram_exporter::simulation::{Call, Simulation};
 use common::prometheus::temp_dir;
 use common::{
     beijing, config_toml, config_with_storage, data_series, fixed, sample, spawn_manual_simulation,
-    spawn_on, two_apps,
+    two_apps,
 };
 
 const SHOP: &str = "wx1111111111111111";
@@ -47,7 +47,11 @@ struct FirstRun {
 async fn first_run(storage: &Path, settings: &str) -> FirstRun {
     let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
     let config = config_with_storage(&config_toml(&two_apps(), api, settings), storage);
-    let first = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let first = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     first.settle().await;
     let before = data_series(&first.scrape().await);
     first.stop().await;
@@ -75,7 +79,11 @@ async fn a_restart_on_the_same_storage_serves_the_same_values_at_once_and_calls_
     assert!(state_file(&storage, SHOP, "visit_trend.daily.json").is_file());
     let calls = sim.calls().len();
 
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     // At once: ready, with the same values, before any poller has run.
     assert_eq!(second.get("/readyz").await.status(), 200);
     assert_eq!(data_series(&second.scrape().await), before);
@@ -133,7 +141,11 @@ async fn broken_state_files_are_warnings_and_only_their_jobs_are_fetched_again()
     std::fs::write(file("publication.json"), b"{").unwrap();
     let calls = sim.calls().len();
 
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     second.settle().await;
     let again: std::collections::BTreeSet<String> = report_calls(&second.calls_since(calls))
         .iter()
@@ -178,7 +190,11 @@ async fn new_settings_apply_to_the_answers_read_back_and_only_new_calls_are_made
     let calls = sim.calls().len();
     let settings = "[reports]\nportrait_ranges = [\"1d\", \"7d\"]\npages_top = 5\n";
     let changed = config_with_storage(&config_toml(&two_apps(), api, settings), &storage);
-    let second = spawn_on(&sim, api, &clock, changed.clone(), fixed(&changed)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(changed.clone())
+        .source(fixed(&changed))
+        .start()
+        .await;
     second.settle().await;
     let asked: Vec<String> = report_calls(&second.calls_since(calls))
         .iter()
@@ -209,7 +225,11 @@ async fn an_app_no_longer_configured_leaves_no_series_behind() {
     } = first_run(&storage, "").await;
 
     let shop_only = config_with_storage(&config_toml(&two_apps()[..1], api, ""), &storage);
-    let second = spawn_on(&sim, api, &clock, shop_only.clone(), fixed(&shop_only)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(shop_only.clone())
+        .source(fixed(&shop_only))
+        .start()
+        .await;
     let metrics = second.scrape().await;
     assert!(!metrics.contains("app=\"news\""), "{metrics}");
     assert!(sample(
@@ -226,7 +246,11 @@ async fn a_storage_path_that_cannot_be_written_keeps_the_exporter_serving() {
     std::fs::write(&blocker, "not a directory").unwrap();
     let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), &blocker.join("data"));
-    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert!(sample(
@@ -268,7 +292,11 @@ async fn each_app_asks_from_its_usual_hour_and_a_late_day_still_ends_with_the_da
     let (sim, api, clock) =
         spawn_manual_simulation(apps.clone(), beijing("2024-06-05 12:00")).await;
     let config = Config::from_toml(&config_toml(&apps, api, "")).unwrap();
-    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     app.settle().await;
     let start = sim.calls().len();
     let mut now = beijing("2024-06-05 12:05");

@@ -2,7 +2,7 @@
 //! stack by docker-compose, amtool and promtool, and the Helm chart by helm, kubernetes-validate
 //! and promtool. Each also has to hold the bundled rules and dashboards, unchanged.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! `backfill` as users run it: the binary against the simulated API, the file through the
 //! real `promtool tsdb create-blocks-from openmetrics`, and a real Prometheus on the blocks.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

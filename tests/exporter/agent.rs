@@ -1,16 +1,13 @@
 //! The agent against the simulated WeChat API: what it exports, when it calls, how it reacts.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 
-use common::{
-    beijing, sample, series, simulated, simulated_trend, spawn_app, spawn_app_with,
-    spawn_with_faults, two_apps,
-};
+use common::{beijing, sample, series, simulated, simulated_trend, two_apps};
 use wechat_miniprogram_exporter::period::Period;
 use wechat_miniprogram_exporter::simulation::{Fault, SimApp};
 
@@ -73,14 +70,10 @@ fn data_lines<'a>(metrics: &'a str, app: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn all_reports_are_exported_with_the_simulated_values() {
-    let app = spawn_app_with(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        "[reports]\npages_top = 5",
-        |t| t,
-        |_| {},
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .toml("[reports]\npages_top = 5")
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     for family in DATA_FAMILIES {
@@ -257,7 +250,9 @@ async fn all_reports_are_exported_with_the_simulated_values() {
 #[tokio::test]
 async fn an_expired_token_gives_exactly_one_refresh_and_one_retry() {
     // Before 10:00 the latest day is not out; the exporter shows the day before.
-    let app = spawn_app(two_apps(), beijing("2024-06-05 09:50")).await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 09:50"))
+        .start()
+        .await;
     app.settle().await;
     let shop = "wx1111111111111111";
     let before = app.calls_of(shop).len();
@@ -316,11 +311,10 @@ async fn an_expired_token_gives_exactly_one_refresh_and_one_retry() {
 #[tokio::test]
 async fn a_token_refused_twice_is_an_error_not_a_loop() {
     let shop = "wx1111111111111111";
-    let app = spawn_with_faults(
-        beijing("2024-06-05 12:00"),
-        &[(shop, DAILY_TREND, Fault::Errcode(40001), 2)],
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(shop, DAILY_TREND, Fault::Errcode(40001), 2)
+        .start()
+        .await;
     app.settle().await;
     let calls = app.calls_of(shop);
     let trend: Vec<i64> = calls
@@ -360,7 +354,9 @@ async fn unpublished_periods_are_retried_later_and_exported_as_nothing() {
     let mut apps = two_apps();
     // shop has data only from 2024-06-04 on, which is published at 10:00 on 06-05.
     apps[0].since = date("2024-06-04");
-    let app = spawn_app(apps, beijing("2024-06-05 09:00")).await;
+    let app = Exporter::new(apps, beijing("2024-06-05 09:00"))
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert_eq!(
@@ -454,11 +450,10 @@ async fn unpublished_periods_are_retried_later_and_exported_as_nothing() {
 #[tokio::test]
 async fn the_daily_quota_stops_calls_for_that_app_until_the_next_beijing_day() {
     let shop = "wx1111111111111111";
-    let app = spawn_with_faults(
-        beijing("2024-06-05 12:00"),
-        &[(shop, DAILY_TREND, Fault::Errcode(45009), 1)],
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(shop, DAILY_TREND, Fault::Errcode(45009), 1)
+        .start()
+        .await;
     app.settle().await;
     let calls = app.calls_of(shop).len();
     assert_eq!(
@@ -515,11 +510,10 @@ async fn the_daily_quota_stops_calls_for_that_app_until_the_next_beijing_day() {
 #[tokio::test]
 async fn the_minute_quota_pauses_the_app_until_the_next_minute() {
     let shop = "wx1111111111111111";
-    let app = spawn_with_faults(
-        beijing("2024-06-05 12:00"),
-        &[(shop, DAILY_TREND, Fault::Errcode(45011), 1)],
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(shop, DAILY_TREND, Fault::Errcode(45011), 1)
+        .start()
+        .await;
     app.settle().await;
     let calls = app.calls_of(shop).len();
     app.advance_to(beijing("2024-06-05 12:00") + Duration::seconds(59))
@@ -540,14 +534,11 @@ async fn the_minute_quota_pauses_the_app_until_the_next_minute() {
 async fn server_errors_and_garbage_back_off_exponentially() {
     let shop = "wx1111111111111111";
     let start = beijing("2024-06-05 12:00");
-    let app = spawn_with_faults(
-        start,
-        &[
-            (shop, DAILY_TREND, Fault::Status(502), 1),
-            (shop, DAILY_TREND, Fault::Garbage, 1),
-        ],
-    )
-    .await;
+    let app = Exporter::new(two_apps(), start)
+        .fault(shop, DAILY_TREND, Fault::Status(502), 1)
+        .fault(shop, DAILY_TREND, Fault::Garbage, 1)
+        .start()
+        .await;
     app.settle().await;
     let trend_calls = || {
         app.calls_of(shop)
@@ -625,7 +616,9 @@ async fn server_errors_and_garbage_back_off_exponentially() {
 
 #[tokio::test]
 async fn no_scrape_calls_wechat() {
-    let app = spawn_app(two_apps(), beijing("2024-06-05 12:00")).await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .start()
+        .await;
     app.settle().await;
     let calls = app.sim.calls().len();
     for _ in 0..10 {
@@ -647,7 +640,9 @@ async fn no_scrape_calls_wechat() {
 
 #[tokio::test]
 async fn a_period_already_held_is_not_fetched_again() {
-    let app = spawn_app(two_apps(), beijing("2024-06-05 12:00")).await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .start()
+        .await;
     app.settle().await;
     let shop = "wx1111111111111111";
     let calls = app.calls_of(shop).len();
@@ -702,7 +697,9 @@ async fn a_period_already_held_is_not_fetched_again() {
 #[tokio::test]
 async fn a_new_week_and_month_are_fetched_when_they_end() {
     // Sunday 2024-06-30 12:00: the week and the month end at midnight.
-    let app = spawn_app(two_apps(), beijing("2024-06-30 12:00")).await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-30 12:00"))
+        .start()
+        .await;
     app.settle().await;
     app.advance_to(beijing("2024-07-01 12:00")).await;
     let metrics = app.scrape().await;
@@ -728,23 +725,13 @@ async fn a_new_week_and_month_are_fetched_when_they_end() {
 #[tokio::test]
 async fn secrets_and_tokens_never_appear_in_logs_metrics_or_pages() {
     let shop = "wx1111111111111111";
-    let app = spawn_app_with(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        "",
-        // news is configured with a wrong secret: a configuration error, logged with its fix.
-        |toml| toml.replace("secret-news-0123456789", "wrong-secret-news-987654"),
-        |sim| {
-            sim.inject(shop, Some(DAILY_TREND), Fault::Errcode(40001), 2);
-            sim.inject(
-                shop,
-                Some("getweanalysisappidvisitpage"),
-                Fault::Status(503),
-                1,
-            );
-        },
-    )
-    .await;
+    // news is configured with a wrong secret: a configuration error, logged with its fix.
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .edit(|toml| toml.replace("secret-news-0123456789", "wrong-secret-news-987654"))
+        .fault(shop, DAILY_TREND, Fault::Errcode(40001), 2)
+        .fault(shop, "getweanalysisappidvisitpage", Fault::Status(503), 1)
+        .start()
+        .await;
     app.settle().await;
     app.advance_to(beijing("2024-06-05 13:00")).await;
     let logs = app.logs.text();
@@ -796,11 +783,10 @@ async fn secrets_and_tokens_never_appear_in_logs_metrics_or_pages() {
 #[tokio::test]
 async fn the_exposition_passes_promtool_check_metrics() {
     let shop = "wx1111111111111111";
-    let app = spawn_with_faults(
-        beijing("2024-06-05 12:00"),
-        &[(shop, "getweanalysisappidvisitpage", Fault::Status(500), 1)],
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(shop, "getweanalysisappidvisitpage", Fault::Status(500), 1)
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert!(metrics.contains("wechat_miniprogram_api_errors_total{"));
@@ -851,14 +837,10 @@ async fn the_status_pages_show_each_app_failing_first_and_each_report() {
         "secret-blog-0123456789",
         100.0,
     ));
-    let app = spawn_app_with(
-        apps,
-        beijing("2024-06-05 12:00"),
-        "",
-        |toml| toml.replace("secret-news-0123456789", "wrong-secret"),
-        |_| {},
-    )
-    .await;
+    let app = Exporter::new(apps, beijing("2024-06-05 12:00"))
+        .edit(|toml| toml.replace("secret-news-0123456789", "wrong-secret"))
+        .start()
+        .await;
     app.settle().await;
     let page = app.get("/").await.text().await.unwrap();
     for needle in [
@@ -944,11 +926,7 @@ async fn tokens_can_come_from_the_classic_endpoint_a_token_service_or_a_file() {
     ];
     let token_file = std::env::temp_dir().join(format!("wmpe-token-{}", std::process::id()));
     let file_for_edit = token_file.clone();
-    let app = spawn_app_with(
-        apps,
-        beijing("2024-06-05 12:00"),
-        "",
-        move |toml| {
+    let app = Exporter::new(apps, beijing("2024-06-05 12:00")).edit(move |toml| {
             let api = toml.lines().next().unwrap().trim_start_matches("api_base_url = \"").trim_end_matches('"').to_string();
             toml.replace(
                 "appid = \"wx1111111111111111\"\n",
@@ -963,9 +941,7 @@ async fn tokens_can_come_from_the_classic_endpoint_a_token_service_or_a_file() {
                 "appid = \"wx3333333333333333\"\nsecret = \"secret-filed-0123456\"\n",
                 &format!("appid = \"wx3333333333333333\"\ntoken_source = \"file\"\ntoken_file = \"{}\"\n", file_for_edit.display()),
             )
-        },
-        |_| {},
-    )
+        }).start()
     .await;
     app.settle().await;
     let metrics = app.scrape().await;
@@ -1061,16 +1037,13 @@ async fn no_more_than_polling_concurrency_requests_are_in_flight() {
             )
         })
         .collect();
-    let app = spawn_app_with(
-        apps,
-        beijing("2024-06-05 12:00"),
-        "[polling]\nconcurrency = 2",
-        |t| t,
-        |sim| {
+    let app = Exporter::new(apps, beijing("2024-06-05 12:00"))
+        .toml("[polling]\nconcurrency = 2")
+        .prepare(|sim| {
             sim.set_latency(std::time::Duration::from_millis(15));
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
     app.settle().await;
     assert_eq!(
         app.sim.max_in_flight(),

@@ -1,7 +1,7 @@
 //! The console's reports against the simulated WeChat API: the daily summary, the user
 //! portrait, launch performance, performance data, JS errors and the API quota.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::collections::BTreeMap;
 
@@ -9,9 +9,7 @@ use chrono::NaiveDate;
 use serde_json::Value;
 
 use common::prometheus::check_metrics;
-use common::{
-    beijing, sample, series, simulated, simulated_call, spawn_app_with, two_apps, TestApp,
-};
+use common::{beijing, sample, series, simulated, simulated_call, two_apps, TestApp};
 use wechat_miniprogram_exporter::period::Period;
 use wechat_miniprogram_exporter::report::Report;
 use wechat_miniprogram_exporter::report::Settings as ReportSettings;
@@ -62,7 +60,10 @@ fn console_lines<'a>(metrics: &'a str, app: &str) -> Vec<&'a str> {
 }
 
 async fn every_report_at(start: &str) -> TestApp {
-    spawn_app_with(two_apps(), beijing(start), EVERY_REPORT, |t| t, |_| {}).await
+    Exporter::new(two_apps(), beijing(start))
+        .toml(EVERY_REPORT)
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -157,14 +158,10 @@ async fn the_portrait_of_every_range_is_exported_however_its_ref_date_is_written
     for (app, form) in apps.iter_mut().zip(forms) {
         app.portrait_ref_date = form;
     }
-    let app = spawn_app_with(
-        apps.clone(),
-        beijing("2024-06-05 12:00"),
-        EVERY_REPORT,
-        |t| t,
-        |_| {},
-    )
-    .await;
+    let app = Exporter::new(apps.clone(), beijing("2024-06-05 12:00"))
+        .toml(EVERY_REPORT)
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     let yesterday = day("20240604");
@@ -347,14 +344,10 @@ async fn unpublished_console_reports_are_exported_as_nothing_until_published() {
     let mut apps = two_apps();
     // shop has data only from 2024-06-04 on, which is published at 10:00 on 06-05.
     apps[0].since = date("2024-06-04");
-    let app = spawn_app_with(
-        apps,
-        beijing("2024-06-05 09:00"),
-        EVERY_REPORT,
-        |t| t,
-        |_| {},
-    )
-    .await;
+    let app = Exporter::new(apps, beijing("2024-06-05 09:00"))
+        .toml(EVERY_REPORT)
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert_eq!(
@@ -404,21 +397,15 @@ async fn unpublished_console_reports_are_exported_as_nothing_until_published() {
 
 #[tokio::test]
 async fn a_report_refused_for_permission_leaves_the_others_exported() {
-    let app = spawn_app_with(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| {
-            sim.inject(
-                SHOP,
-                Some("wxa/business/performance/boot"),
-                Fault::Errcode(48001),
-                1000,
-            )
-        },
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(
+            SHOP,
+            "wxa/business/performance/boot",
+            Fault::Errcode(48001),
+            1000,
+        )
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     let shop_performance = series(&metrics, "wechat_miniprogram_performance")
@@ -465,14 +452,10 @@ async fn a_report_refused_for_permission_leaves_the_others_exported() {
 #[tokio::test]
 async fn the_portrait_keeps_only_the_largest_entries() {
     let extra = "[reports]\nportrait_top = 5\nportrait_ranges = [\"7d\"]\n";
-    let app = spawn_app_with(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        extra,
-        |t| t,
-        |_| {},
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .toml(extra)
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     let mut per_group: BTreeMap<String, usize> = BTreeMap::new();
@@ -503,14 +486,10 @@ async fn hostile_js_error_messages_give_valid_bounded_labels() {
         .collect();
     let body = serde_json::json!({"success": true, "data": data, "totalCount": 5, "errcode": 0})
         .to_string();
-    let app = spawn_app_with(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        "",
-        |t| t,
-        |sim| sim.inject(SHOP, Some("wxaapi/log/jserr_list"), Fault::Body(body), 1),
-    )
-    .await;
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .fault(SHOP, "wxaapi/log/jserr_list", Fault::Body(body), 1)
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     let info: Vec<&str> = series(&metrics, "wechat_miniprogram_js_error_info")

@@ -3,7 +3,7 @@
 //! exporter up, and no value of a period WeChat has not published is ever exported, whatever
 //! happens to the process and its files.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +15,7 @@ use common::prometheus::temp_dir;
 use common::tools::{curl, run, Binary};
 use common::{
     beijing, config_toml, config_with_storage, data_series, fixed, jobs_of, sample,
-    spawn_manual_simulation, spawn_on, spawn_simulation, two_apps, TestApp,
+    spawn_manual_simulation, spawn_simulation, two_apps, TestApp,
 };
 use wechat_miniprogram_exporter::clock::Clock;
 use wechat_miniprogram_exporter::config::{Config, Overrides};
@@ -307,7 +307,11 @@ async fn finding_2_no_sequence_of_kills_restarts_reloads_and_lost_files_exports_
         clock.set(start + chrono::Duration::days(sequence * 3));
         std::fs::write(&file, config_toml(&apps, api, reports[0])).unwrap();
         let config = Config::load(Some(&file), &overrides).unwrap();
-        let mut app = spawn_on(&sim, api, &clock, config.clone(), source()).await;
+        let mut app = Exporter::on(&sim, api, &clock)
+            .config(config.clone())
+            .source(source())
+            .start()
+            .await;
         for step in 0..10 {
             let what = steps.next(6);
             let label = format!("sequence {sequence} step {step} ({what})");
@@ -322,7 +326,11 @@ async fn finding_2_no_sequence_of_kills_restarts_reloads_and_lost_files_exports_
                     // A restart, the state written first.
                     app.stop().await;
                     let config = Config::load(Some(&file), &overrides).unwrap();
-                    app = spawn_on(&sim, api, &clock, config, source()).await;
+                    app = Exporter::on(&sim, api, &clock)
+                        .config(config)
+                        .source(source())
+                        .start()
+                        .await;
                 }
                 2 | 3 => {
                     // kill -9 (the state not flushed), maybe a state file lost with it.
@@ -335,7 +343,11 @@ async fn finding_2_no_sequence_of_kills_restarts_reloads_and_lost_files_exports_
                         }
                     }
                     let config = Config::load(Some(&file), &overrides).unwrap();
-                    app = spawn_on(&sim, api, &clock, config, source()).await;
+                    app = Exporter::on(&sim, api, &clock)
+                        .config(config)
+                        .source(source())
+                        .start()
+                        .await;
                 }
                 _ => {
                     // A reload that switches reports on or off.
@@ -796,7 +808,11 @@ async fn settled_on(
 ) -> (TestApp, Simulation, std::net::SocketAddr, Clock) {
     let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing(at)).await;
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), storage);
-    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     app.settle().await;
     (app, sim, api, clock)
 }
@@ -829,7 +845,11 @@ async fn finding_6_links_in_the_storage_are_never_followed() {
         .collect();
     let calls = sim.calls().len();
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     second.settle().await;
     let asked = report_calls(&sim.calls()[calls..])
         .iter()
@@ -872,7 +892,11 @@ async fn finding_6_links_in_the_storage_are_never_followed() {
     ] {
         std::os::unix::fs::symlink(&victim, news.join(name)).unwrap();
     }
-    let third = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let third = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     // Links planted while it runs, before the next day's writes.
     for name in ["visit_trend.daily.tmp", "visit_trend.daily.json.tmp"] {
         let _ = std::fs::remove_file(news.join(name));
@@ -931,7 +955,11 @@ async fn finding_7_a_step_of_the_wall_clock_neither_stalls_polling_nor_brings_ba
         1,
     );
     let config = Config::from_toml(&config_toml(&two_apps(), api, "")).unwrap();
-    let app = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     app.settle().await;
     let trend_calls = || {
         sim.calls()
@@ -975,7 +1003,11 @@ async fn finding_10_a_storage_that_cannot_be_written_is_still_read_and_stray_tem
     }
     let calls = sim.calls().len();
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     second.settle().await;
     assert!(
         report_calls(&sim.calls()[calls..]).is_empty(),
@@ -1079,7 +1111,11 @@ async fn finding_14_an_oversized_state_file_is_ignored_and_its_job_fetched_again
     std::fs::write(&file, text).unwrap();
     let calls = sim.calls().len();
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     second.settle().await;
     let again: Vec<String> = report_calls(&sim.calls()[calls..])
         .iter()
@@ -1417,7 +1453,11 @@ async fn a_linked_directory_fifo_or_million_deep_state_file_is_one_warning_and_o
     std::fs::write(shop_file(&storage, "daily_summary.daily.json"), deep).unwrap();
     let calls = sim.calls().len();
     let config = config_with_storage(&config_toml(&two_apps(), api, ""), &storage);
-    let second = spawn_on(&sim, api, &clock, config.clone(), fixed(&config)).await;
+    let second = Exporter::on(&sim, api, &clock)
+        .config(config.clone())
+        .source(fixed(&config))
+        .start()
+        .await;
     second.settle().await;
     let again: std::collections::BTreeSet<String> = report_calls(&sim.calls()[calls..])
         .iter()

@@ -3,7 +3,7 @@
 //! exporter must withstand. The binary-level ones (memory, signals, file descriptors,
 //! configuration and secrets) run the real binary.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use common::hostile::{endless, json as answer, Hostile, Rule, Seen};
 use common::prometheus::{check_metrics, temp_dir};
 use common::tools::{curl, Binary};
-use common::{beijing, sample, series, spawn_app_behind, spawn_simulation, two_apps, TestApp};
+use common::{beijing, sample, series, spawn_simulation, two_apps, TestApp};
 use wechat_miniprogram_exporter::simulation::SimApp;
 use wechat_miniprogram_exporter::wechat::KNOWN_ERRCODES;
 
@@ -31,15 +31,11 @@ async fn behind(rule: Rule) -> (TestApp, Hostile) {
 }
 
 async fn behind_with(extra: &str, rule: Rule) -> (TestApp, Hostile) {
-    let (app, proxy) = spawn_app_behind(
-        two_apps(),
-        beijing("2024-06-05 12:00"),
-        extra,
-        |toml| toml,
-        |_| {},
-        Some(rule),
-    )
-    .await;
+    let (app, proxy) = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .toml(extra)
+        .behind(rule)
+        .start_behind()
+        .await;
     (app, proxy.unwrap())
 }
 

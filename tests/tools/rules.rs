@@ -1,7 +1,7 @@
 //! The bundled alert rules, checked and unit-tested by the real `promtool`: every alert firing
 //! and not firing, in `deploy/prometheus/alerts.test.yml`.
 
-mod common;
+use crate::common;
 
 use common::prometheus::promtool;
 

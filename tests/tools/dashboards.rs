@@ -4,7 +4,7 @@
 //! for the one day with fewer visitors and for no other. The dashboards are also checked
 //! against Grafana's own schema and against the conventions users expect.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Sharding: several exporters split the apps by appid, so that together they poll every app
 //! exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! hash made by `htpasswd -nbBC 10`, configured headers, certificates rotated under a
 //! running exporter, the telemetry path and the exporter-metrics flags.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

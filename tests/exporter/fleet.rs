@@ -2,7 +2,7 @@
 //! added, a removed and a changed app and an invalid file, and discovery from files and from
 //! a URL, whose failures keep the last list. Unchanged apps keep their state and call nothing.
 
-mod common;
+use crate::common::{self, Exporter};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,7 +18,7 @@ use wechat_miniprogram_exporter::reload::Source;
 use wechat_miniprogram_exporter::simulation::{Call, SimApp};
 
 use common::prometheus::{temp_dir, ExporterProcess};
-use common::{beijing, sample, spawn_manual_simulation, spawn_on, spawn_simulation, TestApp};
+use common::{beijing, sample, spawn_manual_simulation, spawn_simulation, TestApp};
 
 fn four_apps() -> Vec<SimApp> {
     let mut apps = common::two_apps();
@@ -118,7 +118,11 @@ async fn a_reload_adds_removes_and_restarts_apps_and_refuses_an_invalid_file() {
     );
     let source = || Source::File(Some(file.clone()), Overrides::default());
     let config = Config::load(Some(&file), &Overrides::default()).unwrap();
-    let app = spawn_on(&sim, api, &clock, config, source()).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config)
+        .source(source())
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert_eq!(
@@ -221,7 +225,11 @@ async fn a_report_switched_off_by_a_reload_is_no_longer_exported_and_the_others_
     write(&file, &common::config_toml(&apps, api, ""));
     let source = || Source::File(Some(file.clone()), Overrides::default());
     let config = Config::load(Some(&file), &Overrides::default()).unwrap();
-    let app = spawn_on(&sim, api, &clock, config, source()).await;
+    let app = Exporter::on(&sim, api, &clock)
+        .config(config)
+        .source(source())
+        .start()
+        .await;
     app.settle().await;
     let metrics = app.scrape().await;
     assert!(metrics.contains("wechat_miniprogram_portrait_"));
@@ -356,7 +364,11 @@ async fn spawn_fixed(
 ) -> TestApp {
     let config = Config::from_toml(toml).unwrap();
     let source = Source::Fixed(Box::new(config.clone()));
-    let app = spawn_on(sim, api, clock, config, source).await;
+    let app = Exporter::on(sim, api, clock)
+        .config(config)
+        .source(source)
+        .start()
+        .await;
     app.settle().await;
     app
 }

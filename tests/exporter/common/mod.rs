@@ -158,74 +158,151 @@ pub async fn spawn_simulation(apps: Vec<SimApp>) -> (Simulation, SocketAddr) {
     (sim, address)
 }
 
-/// Starts the simulation of `apps` and an exporter polling it, at `start` on a manual clock.
+/// An exporter polling a simulation, built step by step and started with [`Exporter::start`]:
+///
+/// ```text
+/// Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+///     .toml("[reports]\npages_top = 5")
+///     .fault(shop, DAILY_TREND, Fault::Errcode(40001), 2)
+///     .start()
+///     .await
+/// ```
+///
 /// Must run on a current-thread runtime (`#[tokio::test]`) so that logs are captured.
-pub async fn spawn_app(apps: Vec<SimApp>, start: DateTime<Utc>) -> TestApp {
-    spawn_app_with(apps, start, "", |toml| toml, |_| {}).await
-}
-
-/// As [`spawn_app`] with [`two_apps`], the next calls of `appid` to each endpoint answering
-/// the given fault so many times.
-pub async fn spawn_with_faults(
-    start: DateTime<Utc>,
-    faults: &[(&str, &str, Fault, usize)],
-) -> TestApp {
-    spawn_app_with(
-        two_apps(),
-        start,
-        "",
-        |toml| toml,
-        |sim| {
-            for (appid, endpoint, fault, times) in faults {
-                sim.inject(appid, Some(endpoint), fault.clone(), *times);
-            }
-        },
-    )
-    .await
-}
-
-/// As [`spawn_app`], with extra top-level TOML, a last edit of the whole config text, and a
-/// preparation of the simulation (faults to inject) before the exporter starts.
-pub async fn spawn_app_with(
-    apps: Vec<SimApp>,
-    start: DateTime<Utc>,
-    extra: &str,
-    edit: impl FnOnce(String) -> String,
-    prepare: impl FnOnce(&Simulation),
-) -> TestApp {
-    spawn_app_behind(apps, start, extra, edit, prepare, None)
-        .await
-        .0
-}
-
-/// As [`spawn_app_with`], the exporter asking a hostile proxy (see [`hostile`]) that answers
-/// with `rule` where it says and forwards to the simulation otherwise.
-pub async fn spawn_app_behind(
-    apps: Vec<SimApp>,
-    start: DateTime<Utc>,
-    extra: &str,
-    edit: impl FnOnce(String) -> String,
-    prepare: impl FnOnce(&Simulation),
+pub struct Exporter {
+    simulation: Simulated,
+    extra: String,
+    edit: Box<dyn FnOnce(String) -> String>,
+    config: Option<Config>,
+    source: Option<Source>,
+    prepare: Vec<Preparation>,
     rule: Option<hostile::Rule>,
-) -> (TestApp, Option<hostile::Hostile>) {
-    let (logs, guard) = capture_logs();
-    let clock = Clock::manual(start);
-    let sim = Simulation::new(apps.clone(), clock.clone());
-    let api = sim
-        .clone()
-        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    prepare(&sim);
-    let proxy = match rule {
-        Some(rule) => Some(hostile::spawn_hostile(api, rule).await),
-        None => None,
-    };
-    let asked = proxy.as_ref().map_or(api, |proxy| proxy.address);
-    let config = Config::from_toml(&edit(config_toml(&apps, asked, extra))).unwrap();
-    let source = Source::Fixed(Box::new(config.clone()));
-    let app = start_exporter(config, source, clock, sim, api, logs, guard).await;
-    (app, proxy)
+}
+
+/// A change to the simulation before the exporter starts (a fault to inject, a latency).
+type Preparation = Box<dyn FnOnce(&Simulation)>;
+
+/// The simulation an [`Exporter`] polls: one it starts, or one already running.
+enum Simulated {
+    New {
+        apps: Vec<SimApp>,
+        start: DateTime<Utc>,
+    },
+    Running {
+        sim: Simulation,
+        api: SocketAddr,
+        clock: Clock,
+    },
+}
+
+impl Exporter {
+    /// An exporter of the configuration of `apps`, polling a new simulation of them, both on
+    /// a manual clock at `start`.
+    pub fn new(apps: Vec<SimApp>, start: DateTime<Utc>) -> Exporter {
+        Exporter::polling(Simulated::New { apps, start })
+    }
+
+    /// An exporter polling the running `sim` (at `api`) on its `clock`: a restart, a second
+    /// exporter. Its configuration is given with [`Exporter::config`].
+    pub fn on(sim: &Simulation, api: SocketAddr, clock: &Clock) -> Exporter {
+        Exporter::polling(Simulated::Running {
+            sim: sim.clone(),
+            api,
+            clock: clock.clone(),
+        })
+    }
+
+    fn polling(simulation: Simulated) -> Exporter {
+        Exporter {
+            simulation,
+            extra: String::new(),
+            edit: Box::new(|toml| toml),
+            config: None,
+            source: None,
+            prepare: Vec::new(),
+            rule: None,
+        }
+    }
+
+    /// Extra top-level TOML, before the apps.
+    pub fn toml(mut self, extra: &str) -> Exporter {
+        self.extra = extra.to_string();
+        self
+    }
+
+    /// A last edit of the whole configuration text.
+    pub fn edit(mut self, edit: impl FnOnce(String) -> String + 'static) -> Exporter {
+        self.edit = Box::new(edit);
+        self
+    }
+
+    /// This configuration instead of the one of the apps.
+    pub fn config(mut self, config: Config) -> Exporter {
+        self.config = Some(config);
+        self
+    }
+
+    /// Where reloads read the configuration (by default: it never changes).
+    pub fn source(mut self, source: Source) -> Exporter {
+        self.source = Some(source);
+        self
+    }
+
+    /// The next `times` calls of `appid` to `endpoint` answer `fault`.
+    pub fn fault(self, appid: &str, endpoint: &str, fault: Fault, times: usize) -> Exporter {
+        let (appid, endpoint) = (appid.to_string(), endpoint.to_string());
+        self.prepare(move |sim| sim.inject(&appid, Some(&endpoint), fault, times))
+    }
+
+    /// A preparation of the simulation before the exporter starts.
+    pub fn prepare(mut self, prepare: impl FnOnce(&Simulation) + 'static) -> Exporter {
+        self.prepare.push(Box::new(prepare));
+        self
+    }
+
+    /// The exporter asks a hostile proxy (see [`hostile`]) that answers with `rule` where
+    /// it says and forwards to the simulation otherwise.
+    pub fn behind(mut self, rule: hostile::Rule) -> Exporter {
+        self.rule = Some(rule);
+        self
+    }
+
+    /// Starts the simulation (if new) and the exporter.
+    pub async fn start(self) -> TestApp {
+        self.start_behind().await.0
+    }
+
+    /// As [`Exporter::start`], with the hostile proxy of [`Exporter::behind`].
+    pub async fn start_behind(self) -> (TestApp, Option<hostile::Hostile>) {
+        let (logs, guard) = capture_logs();
+        let (sim, api, clock, apps) = match self.simulation {
+            Simulated::New { apps, start } => {
+                let (sim, api, clock) = spawn_manual_simulation(apps.clone(), start).await;
+                (sim, api, clock, apps)
+            }
+            Simulated::Running { sim, api, clock } => {
+                let apps = sim.apps().to_vec();
+                (sim, api, clock, apps)
+            }
+        };
+        for prepare in self.prepare {
+            prepare(&sim);
+        }
+        let proxy = match self.rule {
+            Some(rule) => Some(hostile::spawn_hostile(api, rule).await),
+            None => None,
+        };
+        let asked = proxy.as_ref().map_or(api, |proxy| proxy.address);
+        let config = match self.config {
+            Some(config) => config,
+            None => {
+                Config::from_toml(&(self.edit)(config_toml(&apps, asked, &self.extra))).unwrap()
+            }
+        };
+        let source = self.source.unwrap_or_else(|| fixed(&config));
+        let app = start_exporter(config, source, clock, sim, api, logs, guard).await;
+        (app, proxy)
+    }
 }
 
 /// `toml` as a configuration that keeps its state on `storage`.
@@ -267,19 +344,6 @@ pub async fn spawn_manual_simulation(
     (sim, api, clock)
 }
 
-/// An exporter of `config` against the running `sim` (at `api`) on `clock`, its
-/// configuration read again from `source` on reloads, with its own captured logs.
-pub async fn spawn_on(
-    sim: &Simulation,
-    api: SocketAddr,
-    clock: &Clock,
-    config: Config,
-    source: Source,
-) -> TestApp {
-    let (logs, guard) = capture_logs();
-    start_exporter(config, source, clock.clone(), sim.clone(), api, logs, guard).await
-}
-
 /// The series of WeChat data (not the exporter's own), sorted: what must survive a restart.
 pub fn data_series(metrics: &str) -> Vec<String> {
     let own = [
@@ -297,8 +361,6 @@ pub fn data_series(metrics: &str) -> Vec<String> {
     lines
 }
 
-/// Starts the exporter of `config` (from `source`, for reloads) on `clock` against `sim`
-/// (at `api`), and serves it on a free port.
 /// Jobs per app that `config` enables: a (report, period kind) of every enabled report.
 pub fn jobs_of(config: &Config) -> usize {
     Report::all()
@@ -307,7 +369,9 @@ pub fn jobs_of(config: &Config) -> usize {
         .sum()
 }
 
-pub async fn start_exporter(
+/// Starts the exporter of `config` (from `source`, for reloads) on `clock` against `sim`
+/// (at `api`), and serves it on a free port.
+async fn start_exporter(
     mut config: Config,
     source: Source,
     clock: Clock,

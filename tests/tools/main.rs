@@ -1,0 +1,11 @@
+//! The shipped artefacts checked with the real tools: the alert rules with `promtool test
+//! rules`, the dashboards' queries on a real Prometheus fed by backfill and a live exporter,
+//! the Dockerfile, the compose stack and the Helm chart with `helm`, `docker-compose` and
+//! `kubernetes-validate`.
+
+#[path = "../exporter/common/mod.rs"]
+mod common;
+
+mod dashboards;
+mod deploy;
+mod rules;
