@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{listed_apps, Config, Discovery as Settings, ListedApp};
+use crate::config::{listed_apps, Config, Discovery as Settings, Listed, ListedApp};
 use crate::domain::{App, Shard};
 
 /// The largest JSON list read from a file or the URL.
@@ -37,7 +37,7 @@ pub const MAX_APPS: usize = 50_000;
 type Stamp = Option<(SystemTime, u64)>;
 
 /// What each file listed, or why it did not read.
-type Read = Vec<(PathBuf, Result<Vec<App>, Vec<String>>)>;
+type Read = Vec<(PathBuf, Result<Listed, Vec<String>>)>;
 
 /// The sources and what each last listed.
 pub struct Discovery {
@@ -45,7 +45,7 @@ pub struct Discovery {
     shard: Shard,
     http: reqwest::Client,
     /// The last good list of each source, by source name (a file's path, or the URL).
-    lists: BTreeMap<String, Vec<App>>,
+    lists: BTreeMap<String, Listed>,
     /// The files matched when they were last read, and their stamps.
     stamps: BTreeMap<PathBuf, Stamp>,
     /// Files whose new list dropped apps, and the stamp it was read at: applied if the file
@@ -94,7 +94,7 @@ impl Discovery {
     }
 
     /// The last good list of every source, by source name.
-    pub fn lists(&self) -> impl Iterator<Item = (&String, &Vec<App>)> {
+    pub fn lists(&self) -> impl Iterator<Item = (&String, &Listed)> {
         self.lists.iter()
     }
 
@@ -145,8 +145,9 @@ impl Discovery {
                 Ok(apps) => {
                     let stamp = now.get(&path).copied().flatten();
                     let dropped = self.lists.get(&source).is_some_and(|old| {
-                        old.iter()
-                            .any(|app| !apps.iter().any(|new| new.name == app.name))
+                        old.apps
+                            .iter()
+                            .any(|app| !apps.apps.iter().any(|new| new.name == app.name))
                     });
                     let confirmed = self.shrinking.get(&path) == Some(&stamp);
                     if dropped && !confirmed {
@@ -157,7 +158,10 @@ impl Discovery {
                     self.lists.insert(source, apps);
                 }
                 Err(problems) => {
-                    let kept = self.lists.get(&source).map_or(0, Vec::len);
+                    let kept = self
+                        .lists
+                        .get(&source)
+                        .map_or(0, |listed| listed.apps.len());
                     let problems = problems.join("; ");
                     tracing::warn!(source, problems = %problems, kept, "discovery file not read; its last list stays");
                     self.problems.insert(source, problems);
@@ -178,7 +182,7 @@ impl Discovery {
             Some(file) => match std::fs::read_to_string(file) {
                 Ok(token) => Some(token.trim().to_string()),
                 Err(error) => {
-                    let kept = self.lists.get(&url).map_or(0, Vec::len);
+                    let kept = self.lists.get(&url).map_or(0, |listed| listed.apps.len());
                     let problem = format!("cannot read {}: {error}", file.display());
                     tracing::warn!(source = %url, problem, kept, "discovery URL not asked; its last list stays");
                     self.problems
@@ -195,7 +199,7 @@ impl Discovery {
             }
             Err(problem) => {
                 let problem = scrub(&problem, token.as_deref());
-                let kept = self.lists.get(&url).map_or(0, Vec::len);
+                let kept = self.lists.get(&url).map_or(0, |listed| listed.apps.len());
                 tracing::warn!(source = %url, problem, kept, "discovery URL failed; its last list stays");
                 self.problems
                     .insert(url.clone(), format!("{url}: {problem}"));
@@ -204,7 +208,7 @@ impl Discovery {
         }
     }
 
-    async fn fetch(&self, url: &str, token: Option<&str>) -> Result<Vec<App>, String> {
+    async fn fetch(&self, url: &str, token: Option<&str>) -> Result<Listed, String> {
         let mut request = self.http.get(url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -265,13 +269,13 @@ pub async fn check(config: &Config) -> (Vec<String>, Vec<String>) {
         .problems()
         .map(|(_, problem)| format!("discovery source {problem}"))
         .collect();
-    let mut sources = vec![("the configuration".to_string(), config.apps.clone())];
-    for (source, apps) in discovery.lists() {
+    let mut sources = vec![("the configuration".to_string(), config.listed())];
+    for (source, listed) in discovery.lists() {
         lines.push(format!(
             "  discovery source {source}: {} Mini Program(s)",
-            apps.len()
+            listed.apps.len()
         ));
-        for app in apps {
+        for app in &listed.apps {
             lines.push(format!(
                 "    {} ({}), token from {}",
                 app.name,
@@ -279,11 +283,11 @@ pub async fn check(config: &Config) -> (Vec<String>, Vec<String>) {
                 app.token.name()
             ));
         }
-        sources.push((format!("discovery source {source}"), apps.clone()));
+        sources.push((format!("discovery source {source}"), listed.clone()));
     }
     let problems = match merge_apps(&sources) {
-        Ok(apps) => {
-            lines.push(format!("  {} Mini Program(s) in all", apps.len()));
+        Ok(merged) => {
+            lines.push(format!("  {} Mini Program(s) in all", merged.apps.len()));
             failed
         }
         Err(clashes) => failed.into_iter().chain(clashes).collect(),
@@ -300,7 +304,7 @@ fn discovered_apps(
     yaml: bool,
     source: &str,
     shard: Shard,
-) -> Result<Vec<App>, Vec<String>> {
+) -> Result<Listed, Vec<String>> {
     let mut listed: Vec<ListedApp> = if yaml {
         serde_yaml::from_str(text).map_err(|error| vec![format!("{source}: {error}")])?
     } else {
@@ -321,18 +325,22 @@ fn discovered_apps(
             .map(|problem| format!("{source}: {problem}"))
             .collect::<Vec<_>>()
     })?;
-    apps.retain(|app| shard.owns(&app.appid));
+    apps.apps.retain(|app| shard.owns(&app.appid));
+    let kept: Vec<&str> = apps.apps.iter().map(|app| app.name.as_str()).collect();
+    apps.reports.retain(|name, _| kept.contains(&name.as_str()));
     Ok(apps)
 }
 
 /// The apps of every source (the configuration file and each discovery source, by name),
-/// ordered by name; an app name or an appid in two sources is a problem naming both.
-pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String>> {
+/// ordered by name, each with the report settings its source gives it; an app name or an
+/// appid in two sources is a problem naming both.
+pub fn merge_apps(sources: &[(String, Listed)]) -> Result<Listed, Vec<String>> {
     let mut names: BTreeMap<&str, (&str, &App)> = BTreeMap::new();
     let mut appids: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
     let mut problems = Vec::new();
-    for (source, apps) in sources {
-        for app in apps {
+    let mut reports = BTreeMap::new();
+    for (source, listed) in sources {
+        for app in &listed.apps {
             if let Some((other, _)) = names.get(app.name.as_str()) {
                 problems.push(format!(
                     "app {:?} is in {other} and in {source}; an app name must be unique",
@@ -346,16 +354,20 @@ pub fn merge_apps(sources: &[(String, Vec<App>)]) -> Result<Vec<App>, Vec<String
             }
             names.insert(&app.name, (source, app));
             appids.insert(&app.appid, (source, &app.name));
+            if let Some(overrides) = listed.reports.get(&app.name) {
+                reports.insert(app.name.clone(), overrides.clone());
+            }
         }
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(names.into_values().map(|(_, app)| app.clone()).collect())
+    let apps = names.into_values().map(|(_, app)| app.clone()).collect();
+    Ok(Listed { apps, reports })
 }
 
 /// The apps a list holds, bounded before it is parsed: YAML nested at most [`MAX_DEPTH`].
-fn parse(text: &str, yaml: bool, source: &str, shard: Shard) -> Result<Vec<App>, Vec<String>> {
+fn parse(text: &str, yaml: bool, source: &str, shard: Shard) -> Result<Listed, Vec<String>> {
     if yaml {
         let depth = yaml_depth(text);
         if depth > MAX_DEPTH {
@@ -404,7 +416,7 @@ fn yaml_depth(text: &str) -> usize {
 }
 
 /// The apps a file lists: YAML for `.yaml` and `.yml`, JSON otherwise.
-fn read_file(path: &Path, shard: Shard) -> Result<Vec<App>, Vec<String>> {
+fn read_file(path: &Path, shard: Shard) -> Result<Listed, Vec<String>> {
     let source = path.display().to_string();
     let yaml = matches!(
         path.extension().and_then(|extension| extension.to_str()),
@@ -515,21 +527,21 @@ mod tests {
         };
         let mut discovery = Discovery::new(settings, Shard::default());
         assert!(discovery.read_files().await);
-        assert_eq!(discovery.lists().next().unwrap().1.len(), 2);
+        assert_eq!(discovery.lists().next().unwrap().1.apps.len(), 2);
         std::fs::write(&file, "[{\"name\": ").unwrap();
         assert!(discovery.changed());
         assert!(
             !discovery.read_files().await,
             "the broken file keeps its list"
         );
-        assert_eq!(discovery.lists().next().unwrap().1.len(), 2);
+        assert_eq!(discovery.lists().next().unwrap().1.apps.len(), 2);
         // A shorter list: maybe a file half rewritten; taken once it stays so.
         std::fs::write(&file, format!("[{}]", entry("shop", "wx1234567890abcdef"))).unwrap();
         assert!(!discovery.read_files().await, "not yet");
-        assert_eq!(discovery.lists().next().unwrap().1.len(), 2);
+        assert_eq!(discovery.lists().next().unwrap().1.apps.len(), 2);
         assert!(discovery.changed(), "checked again");
         assert!(discovery.read_files().await, "unchanged since: taken");
-        assert_eq!(discovery.lists().next().unwrap().1.len(), 1);
+        assert_eq!(discovery.lists().next().unwrap().1.apps.len(), 1);
         std::fs::remove_file(&file).unwrap();
         assert!(discovery.read_files().await);
         assert_eq!(discovery.lists().count(), 0);

@@ -70,6 +70,9 @@ pub struct App {
     pub appid: AppId,
     /// Where its access tokens come from.
     pub token: TokenSource,
+    /// Labels of its own (`[apps.NAME.labels]`: a team, a brand), by name, exported on
+    /// `wechat_miniprogram_app_info`.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Where an app's access token comes from.

@@ -4,8 +4,9 @@
 //! or fewer apps) and changes only what changed: an added app starts polling, a removed one
 //! stops and its series disappear, an app whose appid, secret or token source changed starts
 //! again with a new token and the periods it held, and every other app keeps running
-//! untouched, so it makes no call. A change of the polling or report settings, or of the API,
-//! starts every app again, each from what it holds.
+//! untouched, so it makes no call. A change of an app's report settings (its own, or the
+//! `[reports]` it takes) starts that app again from what it holds; a change of the polling
+//! settings or of the API starts every app again.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -52,15 +53,15 @@ impl std::fmt::Display for Changes {
 /// One app's poller.
 struct Task {
     app: App,
+    settings: Arc<Settings>,
     slot: AppSlot,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
 
-/// The client and settings the pollers share, and the pollers.
+/// The client the pollers share, and the pollers.
 struct Running {
     client: Arc<Client>,
-    settings: Arc<Settings>,
     /// What the client was built from.
     api: (String, Polling),
     tasks: BTreeMap<String, Task>,
@@ -71,6 +72,8 @@ pub struct Fleet {
     store: Arc<Store>,
     clock: Clock,
     running: Mutex<Option<Running>>,
+    /// Counts the reloads: each asks the reports WeChat refused again.
+    reloads: watch::Sender<u64>,
 }
 
 impl Fleet {
@@ -80,19 +83,22 @@ impl Fleet {
             store,
             clock,
             running: Mutex::new(None),
+            reloads: watch::channel(0).0,
         }
+    }
+
+    /// Every poller asks the reports WeChat refused to its app again at once (a reload: a
+    /// person may have granted the permission).
+    pub fn ask_unauthorized_again(&self) {
+        self.reloads.send_modify(|reloads| *reloads += 1);
     }
 
     /// Brings the running pollers in step with `config`.
     pub fn apply(&self, config: &Config) -> anyhow::Result<Changes> {
         let mut running = self.running.lock().expect("fleet lock");
         let api = (config.api_base_url.clone(), config.polling.clone());
-        let settings = Settings {
-            polling: config.polling.clone(),
-            reports: config.reports.clone(),
-        };
         let restart_all = match running.as_ref() {
-            Some(current) => current.api != api || *current.settings != settings,
+            Some(current) => current.api != api,
             None => true,
         };
         let mut current = match running.take() {
@@ -107,13 +113,12 @@ impl Fleet {
                 .context("building the HTTP client")?;
                 Running {
                     client: Arc::new(client),
-                    settings: Arc::new(settings),
                     api,
                     tasks: previous.map(|previous| previous.tasks).unwrap_or_default(),
                 }
             }
         };
-        let changes = self.reconcile(&mut current, &config.apps, restart_all);
+        let changes = self.reconcile(&mut current, config, restart_all);
         self.store
             .self_metrics()
             .describe_instance(config.shard, current.tasks.len());
@@ -123,7 +128,8 @@ impl Fleet {
 
     /// Stops the pollers of apps no longer wanted, starts those of new apps, and starts
     /// again those whose app changed (or all, with `restart_all`).
-    fn reconcile(&self, running: &mut Running, apps: &[App], restart_all: bool) -> Changes {
+    fn reconcile(&self, running: &mut Running, config: &Config, restart_all: bool) -> Changes {
+        let apps = &config.apps;
         let mut changes = Changes::default();
         let wanted: BTreeMap<&str, &App> =
             apps.iter().map(|app| (app.name.as_str(), app)).collect();
@@ -140,16 +146,19 @@ impl Fleet {
             changes.removed.push(name);
         }
         for app in apps {
+            let settings = Arc::new(Settings {
+                polling: config.polling.clone(),
+                reports: config.reports_of(&app.name),
+            });
             match running.tasks.remove(&app.name) {
-                Some(task) if task.app == *app && !restart_all => {
+                Some(task) if task.app == *app && task.settings == settings && !restart_all => {
                     running.tasks.insert(app.name.clone(), task);
                     changes.kept += 1;
                 }
                 Some(task) if task.app.appid == app.appid => {
                     stop(&task);
-                    self.store
-                        .keep_enabled(task.slot, &running.settings.reports);
-                    let task = self.spawn(running, app.clone(), task.slot);
+                    self.store.keep_enabled(task.slot, &settings.reports);
+                    let task = self.spawn(running, app.clone(), settings, task.slot);
                     running.tasks.insert(app.name.clone(), task);
                     changes.restarted.push(app.name.clone());
                 }
@@ -159,8 +168,8 @@ impl Fleet {
                         self.store.remove(task.slot);
                     }
                     let now = self.clock.now();
-                    let (slot, _) = self.store.add(app, &running.settings.reports, now);
-                    let task = self.spawn(running, app.clone(), slot);
+                    let (slot, _) = self.store.add(app, &settings.reports, now);
+                    let task = self.spawn(running, app.clone(), settings, slot);
                     running.tasks.insert(app.name.clone(), task);
                     changes.added.push(app.name.clone());
                 }
@@ -170,14 +179,12 @@ impl Fleet {
     }
 
     /// Starts the supervised poller of `app` in `slot`, from what the store holds of it.
-    fn spawn(&self, running: &Running, app: App, slot: AppSlot) -> Task {
+    fn spawn(&self, running: &Running, app: App, settings: Arc<Settings>, slot: AppSlot) -> Task {
         let (stop, stopped) = watch::channel(false);
         let store = self.store.clone();
-        let (client, settings, clock) = (
-            running.client.clone(),
-            running.settings.clone(),
-            self.clock.clone(),
-        );
+        let (client, clock) = (running.client.clone(), self.clock.clone());
+        let task_settings = settings.clone();
+        let reloads = self.reloads.subscribe();
         let poller_stop = stopped.clone();
         let poller_app = app.clone();
         let start = move || {
@@ -190,19 +197,20 @@ impl Fleet {
                 clock: clock.clone(),
             };
             let poller = AppPoller::new(context, store.resume(slot));
-            poller.run(poller_stop.clone())
+            poller.run(poller_stop.clone(), reloads.clone())
         };
         let handle = tokio::spawn(supervise(
             slot,
             app.name.clone(),
             self.store.clone() as Arc<dyn Sink>,
             self.clock.clone(),
-            running.settings.polling.clone(),
+            task_settings.polling.clone(),
             stopped,
             start,
         ));
         Task {
             app,
+            settings: task_settings,
             slot,
             stop,
             handle,

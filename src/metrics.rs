@@ -22,7 +22,7 @@ use prometheus::{
 
 use crate::domain::{App, Shard};
 use crate::exposition::{Exposition, Samples, Spill, Text};
-use crate::report::{AppData, Report};
+use crate::report::{AppData, Report, State};
 use crate::wechat::client::Observer;
 use crate::wechat::wire::Tally;
 use crate::wechat::WeChatError;
@@ -88,17 +88,54 @@ fn render_health(apps: &[&AppData], out: &mut dyn Exposition) {
     per_held(apps, out, |held| held.fetched_at.timestamp() as f64);
 
     out.family("wechat_miniprogram_up",
-        "0 while the last attempt of some report of the app failed with an error, else 1 (not-yet-published data is not an error).".into());
+        "0 while the app's access token cannot be had or its visit trend (the gate of its periods) fails, else 1; a failing or unauthorized report alone leaves it 1 (see wechat_miniprogram_report_status).".into());
     for app in apps {
         let up = if app.up { 1.0 } else { 0.0 };
         Samples::new(out, &app.appid, &app.name).sample(&[], up);
     }
+    render_report_states(apps, out);
+    render_app_info(apps, out);
 
     out.family(
         "wechat_miniprogram_exporter_build_info",
         "The exporter's version; always 1.".into(),
     );
     out.sample(&[], &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+}
+
+/// A state set per job: its four states, exactly one of them 1.
+fn render_report_states(apps: &[&AppData], out: &mut dyn Exposition) {
+    out.family("wechat_miniprogram_report_status",
+        "How each report and period of the app stands, as a state set (exactly one status is 1): ok (the newest period is held), waiting (not published or not asked yet), failing (the last attempt ended in an error), unauthorized (WeChat refuses the API to this app: 48001, 61007, 76022; asked again daily and at a reload).".into());
+    for app in apps {
+        for ((report, kind), state) in &app.states {
+            for status in State::ALL {
+                let value = if status == *state { 1.0 } else { 0.0 };
+                Samples::new(out, &app.appid, &app.name).sample(
+                    &[
+                        ("report", report.name()),
+                        ("period", kind.as_str()),
+                        ("status", status.as_str()),
+                    ],
+                    value,
+                );
+            }
+        }
+    }
+}
+
+/// One series per app, carrying its own labels (`[apps.NAME.labels]`), for joins.
+fn render_app_info(apps: &[&AppData], out: &mut dyn Exposition) {
+    out.family("wechat_miniprogram_app_info",
+        "Every polled Mini Program, with the labels its configuration gives it ([apps.NAME.labels]); always 1. Join with group_left to route or filter by them.".into());
+    for app in apps {
+        let labels: Vec<(&str, &str)> = app
+            .labels
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        Samples::new(out, &app.appid, &app.name).sample(&labels, 1.0);
+    }
 }
 
 /// The exporter's own counters and latency histogram.
@@ -397,6 +434,7 @@ mod tests {
                     ((report, PeriodKind::Daily), held)
                 })
                 .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         }
     }
 

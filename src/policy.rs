@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, Timelike, Utc};
 
-use crate::clock::Deadline;
+use crate::clock::{after, Deadline};
 use crate::domain::Polling;
 use crate::period::{beijing_date, beijing_midnight};
 use crate::wechat::ErrorClass;
@@ -60,7 +60,10 @@ pub struct Reaction {
 ///   `error_backoff_initial`, doubling, capped at `error_backoff_max`;
 /// - a configuration error: `error_backoff_max`, since a person must fix it first;
 /// - the per-minute quota (45011): the app pauses until the next minute;
-/// - the daily quota (45009): the app pauses until the next Beijing day.
+/// - the daily quota (45009): the app pauses until the next Beijing day;
+/// - a report WeChat does not authorize to the app (48001, 61007, 76022): that report alone
+///   asks again on the next Beijing day, at `polling.first_attempt` (a person must grant the
+///   permission first; a reload asks at once).
 pub fn react(
     class: ErrorClass,
     failures: u32,
@@ -84,6 +87,13 @@ pub fn react(
         ErrorClass::DailyQuota => Reaction {
             retry: Retry::At(beijing_midnight(beijing_date(now) + Days::new(1))),
             pause_app: true,
+        },
+        ErrorClass::Unauthorized => Reaction {
+            retry: Retry::At(after(
+                beijing_midnight(beijing_date(now) + Days::new(1)),
+                polling.first_attempt,
+            )),
+            pause_app: false,
         },
     }
 }
@@ -137,6 +147,21 @@ mod tests {
                 0.3,
                 Retry::At(at("2024-03-10T16:00:00Z")),
                 true,
+            ),
+            // Not authorized: the next Beijing day (2024-03-11) at 06:00, 22:00 UTC.
+            (
+                Unauthorized,
+                0,
+                0.3,
+                Retry::At(at("2024-03-10T22:00:00Z")),
+                false,
+            ),
+            (
+                Unauthorized,
+                5,
+                0.3,
+                Retry::At(at("2024-03-10T22:00:00Z")),
+                false,
             ),
             (
                 DailyQuota,

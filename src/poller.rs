@@ -87,8 +87,13 @@ impl AppPoller {
         }
     }
 
-    /// Polls until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Polls until `shutdown` turns true; each change of `reloads` (a reload of the
+    /// configuration) asks the reports WeChat refused to the app again at once.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reloads: watch::Receiver<u64>,
+    ) {
         let mut first = true;
         loop {
             tokio::select! {
@@ -105,8 +110,16 @@ impl AppPoller {
             }
             let clock = &self.context.clock;
             let wake = self.schedule.next_wake(clock.now(), clock.moment());
+            let reloaded = async {
+                if reloads.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = self.context.clock.sleep_until_moment(wake) => {}
+                _ = reloaded => {
+                    self.schedule.ask_unauthorized_again();
+                }
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
@@ -131,7 +144,9 @@ impl AppPoller {
         // Without a token every call would fail the same way: ask for it once per round, and
         // on failure record the error on every due job without calling WeChat again.
         let token = self.context.client.ensure_token(&self.context.connection);
-        if let Err(error) = token.await {
+        let token = token.await;
+        self.schedule.token_failed = token.is_err();
+        if let Err(error) = token {
             for (n, (job, target)) in due.into_iter().enumerate() {
                 self.conclude(job, target, Err(error.clone()), now, n == 0);
             }
@@ -228,8 +243,7 @@ impl AppPoller {
         } else {
             self.publish_status(job);
         }
-        let up = !self.has_errors();
-        self.context.sink.up(self.context.app, up);
+        self.context.sink.up(self.context.app, self.schedule.up());
         outcome
     }
 
@@ -262,7 +276,7 @@ impl AppPoller {
             Some(fix) => format!("{error}; fix: {fix}"),
             None => error.to_string(),
         };
-        self.schedule.failed(job, shown, reaction, retry);
+        self.schedule.failed(job, (shown, class), reaction, retry);
         class
     }
 
@@ -384,6 +398,11 @@ impl Attempt<'_> {
                 tracing::error!(app, report = %report, period = %target, errcode, error = %error,
                     fix = remedy.unwrap_or("check this app's configuration"),
                     retry_in = %humantime::format_duration(delay), "configuration error");
+            }
+            ErrorClass::Unauthorized => {
+                tracing::warn!(app, report = %report, period = %target, errcode, error = %error,
+                    fix = remedy.unwrap_or("grant this app the permission for the report"),
+                    retry_at = %after(now, delay), "report not authorized; asked again tomorrow and at a reload");
             }
             ErrorClass::MinuteQuota => {
                 tracing::warn!(

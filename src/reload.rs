@@ -18,10 +18,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 use crate::clock::{Clock, Moment};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Listed, Overrides};
 use crate::discovery::merge_apps;
 use crate::discovery::Discovery;
-use crate::domain::App;
+
 use crate::fleet::{Changes, Fleet};
 use crate::metrics::SelfMetrics;
 
@@ -129,6 +129,8 @@ impl Control {
         match self.apply(&candidate) {
             Ok(changes) => {
                 *current = candidate;
+                // A person may have granted a refused permission: those reports ask again.
+                self.fleet.ask_unauthorized_again();
                 Ok(changes)
             }
             Err(problem) => {
@@ -141,8 +143,8 @@ impl Control {
     }
 
     /// The apps of the configuration and of every discovery source, each named.
-    fn sources(current: &Current) -> Vec<(String, Vec<App>)> {
-        let mut sources = vec![("the configuration".to_string(), current.config.apps.clone())];
+    fn sources(current: &Current) -> Vec<(String, Listed)> {
+        let mut sources = vec![("the configuration".to_string(), current.config.listed())];
         sources.extend(
             current
                 .discovery
@@ -161,7 +163,7 @@ impl Control {
     /// As [`Control::apply`], leaving out each discovery source that clashes with an earlier
     /// one (nothing runs yet to be kept).
     fn apply_at_start(&self, current: &Current) -> Result<Changes, String> {
-        let mut accepted: Vec<(String, Vec<App>)> = Vec::new();
+        let mut accepted: Vec<(String, Listed)> = Vec::new();
         for source in Self::sources(current) {
             let mut candidate = accepted.clone();
             candidate.push(source.clone());
@@ -177,9 +179,8 @@ impl Control {
     }
 
     /// Applies the configuration of `current` with `apps`.
-    fn apply_apps(&self, current: &Current, apps: Vec<App>) -> Result<Changes, String> {
-        let mut config = current.config.clone();
-        config.apps = apps;
+    fn apply_apps(&self, current: &Current, apps: Listed) -> Result<Changes, String> {
+        let config = current.config.with_listed(apps);
         self.fleet
             .apply(&config)
             .map_err(|error| format!("{error:#}"))

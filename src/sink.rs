@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::period::{Period, PeriodKind};
 use crate::publication::Habits;
-use crate::report::{Held, Report};
+use crate::report::{Held, Report, State};
 use crate::wechat::Call;
 
 /// An app of the running exporter: stable while the app runs, whatever other apps are added
@@ -35,6 +35,8 @@ pub struct JobStatus {
     pub next_attempt: Option<DateTime<Utc>>,
     /// The last error, until a later attempt succeeds or finds the period not ready.
     pub last_error: Option<String>,
+    /// How the job stands.
+    pub state: State,
 }
 
 /// The answers WeChat gave for a held period, call by call (`None`: an answer that held
@@ -58,8 +60,8 @@ pub trait Sink: Send + Sync {
     fn held(&self, app: AppSlot, report: Report, kind: PeriodKind, held: Held, answers: Answers);
     /// A job's status changed.
     fn status(&self, app: AppSlot, report: Report, kind: PeriodKind, status: JobStatus);
-    /// Whether the last attempt of every report of the app succeeded or found the period not
-    /// published (`true`), or some report's last attempt failed with an error (`false`).
+    /// Whether the app's access token can be had and its visit trend (the gate of its
+    /// periods) does not fail (`true`); a failing or unauthorized report alone leaves it up.
     fn up(&self, app: AppSlot, up: bool);
     /// The app finished its first round.
     fn first_round_done(&self, app: AppSlot);

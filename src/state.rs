@@ -327,6 +327,9 @@ impl Drop for StateDir {
     }
 }
 
+/// How long the lock of a storage is waited for before another exporter is said to hold it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the lock of the directory `root`, or says which exporter holds it. A directory where
 /// no lock file can be made (read-only) is used without one: nothing is written there anyway.
 fn lock(root: &Path) -> Result<Option<File>, String> {
@@ -344,7 +347,17 @@ fn lock(root: &Path) -> Result<Option<File>, String> {
             return Ok(None);
         }
     };
-    match file.try_lock() {
+    // An exporter that is just exiting (or a process forked at that moment, holding the
+    // descriptor until it runs its program) gives the lock up within moments.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => {
             let mut file = file;
             let _ = file.set_len(0);

@@ -19,7 +19,7 @@ use crate::metrics::{render, render_spilling, SelfMetrics};
 use crate::period::PeriodKind;
 use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
-use crate::report::{AppData, Held, Report};
+use crate::report::{AppData, Held, Report, ReportSet};
 use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
 use crate::state::StateDir;
 
@@ -72,6 +72,8 @@ struct Meta {
     habits: Habits,
     /// Periods on disk not yet ended when they were read: not written over by older ones.
     newer_on_disk: BTreeMap<(Report, PeriodKind), crate::period::Period>,
+    /// The reports the app polls: what a stopping poller hands on of another is dropped.
+    enabled: ReportSet,
 }
 
 /// The exposition of one version of the state: compressed (what Prometheus asks for), and
@@ -181,8 +183,10 @@ impl Store {
         let data = AppData {
             name: app.name.clone(),
             appid: app.appid.to_string(),
+            labels: app.labels.clone(),
             up: true,
             held: loaded.held,
+            states: BTreeMap::new(),
         };
         let meta = Meta {
             slot,
@@ -191,6 +195,7 @@ impl Store {
             crash: None,
             habits: loaded.habits,
             newer_on_disk: loaded.newer,
+            enabled: reports.enabled,
         };
         self.write(|state| {
             state.names.insert(slot, app.name.clone());
@@ -212,7 +217,10 @@ impl Store {
     /// their statuses: a report switched off by a reload is no longer exported.
     pub fn keep_enabled(&self, slot: AppSlot, reports: &ReportSettings) {
         self.write_app(slot, |data, meta| {
+            meta.enabled = reports.enabled;
             data.held
+                .retain(|(report, _), _| report.is_enabled(reports));
+            data.states
                 .retain(|(report, _), _| report.is_enabled(reports));
             meta.statuses
                 .retain(|(report, _), _| report.is_enabled(reports));
@@ -403,6 +411,9 @@ impl Sink for Store {
         let mut appid = None;
         let kept = held.clone();
         self.write_app(app, |data, meta| {
+            if !meta.enabled.contains(report) {
+                return;
+            }
             let newer = meta.newer_on_disk.get(&(report, kind));
             if newer.is_none_or(|newer| *newer <= held.period) {
                 appid = Some(data.appid.clone());
@@ -415,10 +426,20 @@ impl Sink for Store {
     }
 
     fn status(&self, app: AppSlot, report: Report, kind: PeriodKind, status: JobStatus) {
-        // The pages read statuses; `/metrics` does not, so it is not rendered again.
+        // `/metrics` shows the job's state alone: it is rendered again only when that changes.
         let mut state = self.state.write().expect("store lock");
-        if let Some(entry) = state.get_mut(app) {
-            entry.meta.statuses.insert((report, kind), status);
+        let Some(entry) = state
+            .get_mut(app)
+            .filter(|entry| entry.meta.enabled.contains(report))
+        else {
+            return;
+        };
+        let previous = entry.data.states.insert((report, kind), status.state);
+        let changed = previous != Some(status.state);
+        entry.meta.statuses.insert((report, kind), status);
+        drop(state);
+        if changed {
+            self.generation.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -465,6 +486,7 @@ mod tests {
             name: "shop".into(),
             appid: crate::domain::AppId::parse("wx1234567890abcdef").unwrap(),
             token: TokenSource::StableToken(Secret::new("s")),
+            labels: Vec::new(),
         };
         Store::new(&[app], Arc::new(SelfMetrics::new()))
     }

@@ -209,7 +209,13 @@ fn every_file_says_what_it_is_for_and_stays_short() {
         if lines > MAX_FILE_LINES {
             problems.push(format!("{name}: {lines} lines (at most {MAX_FILE_LINES})"));
         }
-        for function in long_functions(&text, MAX_FUNCTION_LINES) {
+        // A file of tests (`mod tests;`) is measured as the tests inside a file are: not.
+        let functions = if name.ends_with("tests.rs") {
+            Vec::new()
+        } else {
+            long_functions(&text, MAX_FUNCTION_LINES)
+        };
+        for function in functions {
             problems.push(format!("{name}: {function}, at most {MAX_FUNCTION_LINES}"));
         }
     }

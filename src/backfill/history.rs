@@ -5,7 +5,7 @@
 //! the app's state between one change and the next with the agent's own
 //! [`crate::metrics::render_data`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -201,7 +201,7 @@ impl History {
             name: config.name.clone(),
             appid: config.appid.to_string(),
             up: true,
-            held: BTreeMap::new(),
+            ..Default::default()
         };
         let mut index = 0;
         while index < events.len() {

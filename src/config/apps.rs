@@ -7,26 +7,41 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::domain::{App, AppId, Secret, TokenSource};
+use crate::report::Overrides as ReportOverrides;
 
+use super::per_app::{labels, report_overrides};
 use super::*;
 
+/// Apps as a source lists them (the configuration, a discovery source): each app, and what
+/// those that set `reports` of their own set, by app name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Listed {
+    /// The apps, ordered by name.
+    pub apps: Vec<App>,
+    /// What apps set of their own over `[reports]`, by name.
+    pub reports: BTreeMap<String, ReportOverrides>,
+}
+
 /// Every app, ordered by name; an appid configured twice is a problem.
-pub(super) fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Vec<App> {
-    let mut apps = Vec::new();
+pub(super) fn validate_apps(raw: BTreeMap<String, RawApp>, problems: &mut Problems) -> Listed {
+    let mut listed = Listed::default();
     let mut seen_appids: BTreeMap<AppId, String> = BTreeMap::new();
     for (name, raw) in raw {
         let key = format!("apps.{}", bounded_name(&name));
-        if let Some(app) = raw.validate(&name, &key, problems) {
+        if let Some((app, overrides)) = raw.validate(&name, &key, problems) {
             if let Some(other) = seen_appids.insert(app.appid.clone(), name.clone()) {
                 problems.add(
                     &format!("{key}.appid"),
                     format!("{} is also the appid of apps.{other}; each Mini Program must be configured once", app.appid),
                 );
             }
-            apps.push(app);
+            if let Some(overrides) = overrides {
+                listed.reports.insert(name.clone(), overrides);
+            }
+            listed.apps.push(app);
         }
     }
-    apps
+    listed
 }
 
 /// One app as a discovery source lists it: the keys of an `[apps.NAME]` table and its name;
@@ -44,11 +59,15 @@ pub struct ListedApp {
     token_url: Option<String>,
     #[serde(default)]
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    reports: Option<RawReportOverrides>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
 }
 
 /// The apps `listed` (a discovery source's entries), checked as the configuration's apps are
 /// (secret files are read now): every problem names its app (`apps.NAME...`).
-pub fn listed_apps(listed: Vec<ListedApp>) -> Result<Vec<App>, Vec<String>> {
+pub fn listed_apps(listed: Vec<ListedApp>) -> Result<Listed, Vec<String>> {
     let mut problems = Problems::default();
     let mut raw = BTreeMap::new();
     for app in listed {
@@ -60,6 +79,8 @@ pub fn listed_apps(listed: Vec<ListedApp>) -> Result<Vec<App>, Vec<String>> {
             token_source: app.token_source,
             token_url: app.token_url,
             token_file: app.token_file,
+            reports: app.reports,
+            labels: app.labels,
         };
         if raw.insert(app.name.clone(), entry).is_some() {
             problems.add(&key, "is listed twice");
@@ -86,7 +107,12 @@ pub(super) fn bounded_name(name: &str) -> String {
 pub const MAX_NAME: usize = 64;
 
 impl RawApp {
-    pub(super) fn validate(self, name: &str, key: &str, problems: &mut Problems) -> Option<App> {
+    pub(super) fn validate(
+        self,
+        name: &str,
+        key: &str,
+        problems: &mut Problems,
+    ) -> Option<(App, Option<ReportOverrides>)> {
         let before = problems.0.len();
         if name.is_empty()
             || !name
@@ -105,12 +131,23 @@ impl RawApp {
         }
         let appid = self.appid(key, problems);
         let token = self.token_source(key, problems);
+        let overrides = self
+            .reports
+            .as_ref()
+            .map(|raw| report_overrides(raw, &format!("{key}.reports"), problems));
+        let labels = self.labels.as_ref().map_or_else(Vec::new, |raw| {
+            labels(raw, &format!("{key}.labels"), problems)
+        });
         match (appid, problems.0.len() == before) {
-            (Some(appid), true) => Some(App {
-                name: name.to_string(),
-                appid,
-                token: token.expect("no problem means a token source"),
-            }),
+            (Some(appid), true) => Some((
+                App {
+                    name: name.to_string(),
+                    appid,
+                    token: token.expect("no problem means a token source"),
+                    labels,
+                },
+                overrides,
+            )),
             _ => None,
         }
     }

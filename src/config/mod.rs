@@ -13,18 +13,21 @@
 //! the fleet, reload, start-up, backfill, the command line) imports this module.
 
 mod apps;
+mod per_app;
 mod problems;
 mod raw;
 mod source;
 mod validate;
 
 use apps::*;
-pub use apps::{listed_apps, ListedApp, MAX_NAME};
+pub use apps::{listed_apps, Listed, ListedApp, MAX_NAME};
+pub use per_app::{MAX_LABELS, MAX_LABEL_VALUE, RESERVED_LABELS};
 pub use problems::MAX_CONCURRENCY;
 use problems::*;
 use raw::*;
 use source::*;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +37,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
 use crate::domain::{App, Polling, Shard};
-use crate::report::Settings as ReportSettings;
+use crate::report::{Overrides as ReportOverrides, Settings as ReportSettings};
 
 /// The environment prefix of every configuration key.
 pub const ENV_PREFIX: &str = "WECHAT_MINIPROGRAM_";
@@ -52,6 +55,8 @@ pub struct Config {
     pub reports: ReportSettings,
     /// The Mini Programs, ordered by name: those of this instance's shard only.
     pub apps: Vec<App>,
+    /// What apps set of their own over `[reports]`, by app name.
+    pub app_reports: BTreeMap<String, ReportOverrides>,
     /// Which share of the apps this instance polls (set from the command line).
     pub shard: Shard,
     /// How `/metrics` is served (set from the command line).
@@ -206,6 +211,32 @@ impl Config {
 }
 
 impl Config {
+    /// The report settings of the app named `name`: `[reports]` with what the app sets of
+    /// its own.
+    pub fn reports_of(&self, name: &str) -> ReportSettings {
+        match self.app_reports.get(name) {
+            Some(overrides) => self.reports.with(overrides),
+            None => self.reports.clone(),
+        }
+    }
+
+    /// The apps of the configuration file, as a source lists them.
+    pub fn listed(&self) -> Listed {
+        Listed {
+            apps: self.apps.clone(),
+            reports: self.app_reports.clone(),
+        }
+    }
+
+    /// This configuration polling `listed` (its own apps and the discovered ones).
+    pub fn with_listed(&self, listed: Listed) -> Config {
+        Config {
+            apps: listed.apps,
+            app_reports: listed.reports,
+            ..self.clone()
+        }
+    }
+
     /// What `check-config` says of a valid configuration: the apps, each with its token source.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!(

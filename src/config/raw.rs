@@ -107,6 +107,28 @@ pub(super) struct RawApp {
     pub(super) token_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reports: Option<RawReportOverrides>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) labels: Option<BTreeMap<String, String>>,
+}
+
+/// An app's own `reports` table: any key of `[reports]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReportOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) enabled: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) pages_top: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) portrait_top: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) portrait_ranges: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) js_errors_top: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) quota_interval: Option<String>,
 }
 
 impl Default for RawConfig {

@@ -23,7 +23,10 @@ impl RawConfig {
                 format!("no Mini Program is configured; add an [apps.NAME] table with appid and secret_file (see config/example.toml), set {ENV_PREFIX}APPS__NAME__APPID and {ENV_PREFIX}APPS__NAME__SECRET, or list apps with [discovery]"),
             );
         }
-        let mut apps = validate_apps(self.apps, &mut problems);
+        let Listed {
+            mut apps,
+            reports: app_reports,
+        } = validate_apps(self.apps, &mut problems);
         if !problems.0.is_empty() {
             return Err(ConfigError {
                 problems: problems.0,
@@ -36,6 +39,7 @@ impl RawConfig {
             polling,
             reports,
             apps,
+            app_reports,
             shard,
             web: Web::default(),
             discovery,
@@ -141,6 +145,12 @@ impl RawDiscovery {
 
 impl RawReports {
     pub(super) fn validate(&self, problems: &mut Problems) -> ReportSettings {
+        self.validate_at("reports", problems)
+    }
+
+    /// As [`RawReports::validate`], each problem under `prefix` (`apps.NAME.reports` for an
+    /// app's own table).
+    pub(super) fn validate_at(&self, prefix: &str, problems: &mut Problems) -> ReportSettings {
         let mut count =
             |key: &str, value: i64, range: std::ops::RangeInclusive<usize>, why: &str| {
                 let count = usize::try_from(value).unwrap_or(0);
@@ -153,27 +163,28 @@ impl RawReports {
                 }
                 count
             };
+        let key = |name: &str| format!("{prefix}.{name}");
         let pages_top = count(
-            "reports.pages_top",
+            &key("pages_top"),
             self.pages_top,
             1..=200,
             " (WeChat answers the top 200 pages)",
         );
-        let portrait_top = count("reports.portrait_top", self.portrait_top, 1..=500, "");
+        let portrait_top = count(&key("portrait_top"), self.portrait_top, 1..=500, "");
         let js_errors_top = count(
-            "reports.js_errors_top",
+            &key("js_errors_top"),
             self.js_errors_top,
             1..=100,
             " (WeChat answers 30 groups per call)",
         );
         ReportSettings {
-            enabled: self.enabled(problems),
+            enabled: self.enabled(&key("enabled"), problems),
             pages_top,
             portrait_top,
-            portrait_ranges: self.portrait_ranges(problems),
+            portrait_ranges: self.portrait_ranges(&key("portrait_ranges"), problems),
             js_errors_top,
             quota_interval: problems.duration_in(
-                "reports.quota_interval",
+                &key("quota_interval"),
                 &self.quota_interval,
                 10 * MINUTE,
                 DAY,
@@ -182,7 +193,7 @@ impl RawReports {
     }
 
     /// Every name must be a report of the registry.
-    pub(super) fn enabled(&self, problems: &mut Problems) -> ReportSet {
+    pub(super) fn enabled(&self, key: &str, problems: &mut Problems) -> ReportSet {
         let mut enabled = ReportSet::default();
         for name in &self.enabled {
             let name = name.trim();
@@ -191,7 +202,7 @@ impl RawReports {
                 None => {
                     let known: Vec<&str> = Report::all().map(|report| report.name()).collect();
                     problems.add(
-                        "reports.enabled",
+                        key,
                         format!(
                             "{name:?} is not a report; the reports are {}",
                             known.join(", ")
@@ -203,7 +214,7 @@ impl RawReports {
         enabled
     }
 
-    pub(super) fn portrait_ranges(&self, problems: &mut Problems) -> Vec<u32> {
+    pub(super) fn portrait_ranges(&self, key: &str, problems: &mut Problems) -> Vec<u32> {
         let mut ranges: Vec<u32> = Vec::new();
         for range in &self.portrait_ranges {
             let days = match range.trim() {
@@ -212,7 +223,7 @@ impl RawReports {
                 "30d" => 30,
                 other => {
                     problems.add(
-                        "reports.portrait_ranges",
+                        key,
                         format!("{other:?} is not a portrait range; WeChat offers \"1d\", \"7d\" and \"30d\""),
                     );
                     continue;
@@ -224,7 +235,7 @@ impl RawReports {
         }
         if ranges.is_empty() && self.enabled.iter().any(|name| name == "user_portrait") {
             problems.add(
-                "reports.portrait_ranges",
+                key,
                 "is empty; list at least one of \"1d\", \"7d\" and \"30d\", or remove user_portrait from reports.enabled",
             );
         }

@@ -52,7 +52,7 @@ pub mod visit_trend;
 
 use erased::ErasedReport;
 pub use erased::{typed as typed_snapshot, Pieces, Snapshot};
-pub use settings::{ReportSet, Settings};
+pub use settings::{Overrides, ReportSet, Settings};
 
 /// Every report, in the order they are polled and exported.
 static REGISTRY: &[&dyn ErasedReport] = &[
@@ -332,6 +332,41 @@ pub struct Held {
     pub snapshot: Arc<dyn Snapshot>,
 }
 
+/// How a job (one report and period kind of an app) stands: the state set
+/// `wechat_miniprogram_report_status` exports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// The newest period is held.
+    Ok,
+    /// The newest period is not published yet, or not asked yet.
+    #[default]
+    Waiting,
+    /// The last attempt ended in an error.
+    Failing,
+    /// WeChat refuses the report's API to this app (48001, 61007, 76022).
+    Unauthorized,
+}
+
+impl State {
+    /// Every state, in the order they are exported.
+    pub const ALL: [State; 4] = [
+        State::Ok,
+        State::Waiting,
+        State::Failing,
+        State::Unauthorized,
+    ];
+
+    /// The `status` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Waiting => "waiting",
+            State::Failing => "failing",
+            State::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 /// What the exporter holds of one app.
 #[derive(Clone, Debug, Default)]
 pub struct AppData {
@@ -339,10 +374,14 @@ pub struct AppData {
     pub name: String,
     /// The `appid` label.
     pub appid: String,
-    /// Whether the app's last attempt succeeded.
+    /// The app's own labels (`[apps.NAME.labels]`), exported on `wechat_miniprogram_app_info`.
+    pub labels: Vec<(String, String)>,
+    /// Whether the app's access token and its visit trend (the gate) can be had.
     pub up: bool,
     /// The period held per (report, kind).
     pub held: BTreeMap<(Report, PeriodKind), Held>,
+    /// How each job stands.
+    pub states: BTreeMap<(Report, PeriodKind), State>,
 }
 
 #[cfg(test)]
@@ -380,6 +419,7 @@ pub(crate) mod tests {
             appid: "wx1234567890abcdef".into(),
             up: true,
             held: BTreeMap::from([((report, PeriodKind::Daily), held)]),
+            ..Default::default()
         };
         let mut out = String::new();
         report.render(&[&app], &mut Text::new(&mut out));
@@ -411,6 +451,7 @@ pub(crate) mod tests {
             appid: "wx1".into(),
             up: true,
             held: BTreeMap::from([((report, period.kind()), held)]),
+            ..Default::default()
         };
         let mut out = String::new();
         report.render(&[&app], &mut Text::new(&mut out));

@@ -43,6 +43,44 @@ impl Settings {
     pub fn is_enabled(&self, report: Report) -> bool {
         self.enabled.contains(report)
     }
+
+    /// These settings with what `overrides` sets (an app's own `[apps.NAME.reports]`).
+    pub fn with(&self, overrides: &Overrides) -> Settings {
+        let Overrides {
+            enabled,
+            pages_top,
+            portrait_top,
+            portrait_ranges,
+            js_errors_top,
+            quota_interval,
+        } = overrides.clone();
+        Settings {
+            enabled: enabled.unwrap_or(self.enabled),
+            pages_top: pages_top.unwrap_or(self.pages_top),
+            portrait_top: portrait_top.unwrap_or(self.portrait_top),
+            portrait_ranges: portrait_ranges.unwrap_or_else(|| self.portrait_ranges.clone()),
+            js_errors_top: js_errors_top.unwrap_or(self.js_errors_top),
+            quota_interval: quota_interval.unwrap_or(self.quota_interval),
+        }
+    }
+}
+
+/// What one app sets of its own over `[reports]` (`[apps.NAME.reports]`, or `reports` in a
+/// discovery entry), validated: each key it leaves out is the global value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// `enabled`.
+    pub enabled: Option<ReportSet>,
+    /// `pages_top`.
+    pub pages_top: Option<usize>,
+    /// `portrait_top`.
+    pub portrait_top: Option<usize>,
+    /// `portrait_ranges`.
+    pub portrait_ranges: Option<Vec<u32>>,
+    /// `js_errors_top`.
+    pub js_errors_top: Option<usize>,
+    /// `quota_interval`.
+    pub quota_interval: Option<Duration>,
 }
 
 /// A set of the registry's reports.

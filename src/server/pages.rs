@@ -1,5 +1,6 @@
 //! The status pages, plain HTML that reads without JavaScript: `/` sums the apps up (how many
-//! are up, down, waiting for WeChat to publish) and lists them failing first, one line each;
+//! are up, down, waiting for WeChat to publish, starting, with reports WeChat refuses them)
+//! and lists them failing first, one line each;
 //! `/apps/NAME` details one app, report by report.
 
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use crate::period::beijing;
+use crate::report::State as JobState;
 use crate::store::{AppOverview, Store};
 
 /// Where the pages link to.
@@ -75,6 +77,14 @@ fn head(page: &mut String, title: &str, links: &Links) {
     );
 }
 
+/// "1 Mini Program", "3 Mini Programs".
+fn mini_programs(count: usize) -> String {
+    match count {
+        1 => "1 Mini Program".to_string(),
+        count => format!("{count} Mini Programs"),
+    }
+}
+
 /// `/`: the summary and one line per app, failing apps first.
 pub async fn landing(State((store, links)): State<(Arc<Store>, Arc<Links>)>) -> Html<String> {
     let mut apps: Vec<(Standing, AppOverview)> = store
@@ -86,14 +96,23 @@ pub async fn landing(State((store, links)): State<(Arc<Store>, Arc<Links>)>) -> 
     let mut page = String::with_capacity(1024 + apps.len() * 320);
     head(&mut page, "WeChat Mini Program Exporter", &links);
     let count = |standing| apps.iter().filter(|(s, _)| *s == standing).count();
+    let unauthorized = apps
+        .iter()
+        .filter(|(_, app)| {
+            app.jobs
+                .values()
+                .any(|job| job.state == JobState::Unauthorized)
+        })
+        .count();
     let _ = writeln!(
         page,
-        "<p class=\"summary\">{} Mini Programs: <b>{} up</b>, <b class=\"down\">{} down</b>, <b class=\"wait\">{} waiting for WeChat to publish</b>, {} starting.</p>",
-        apps.len(),
+        "<p class=\"summary\">{}: <b>{} up</b>, <b class=\"down\">{} down</b>, <b class=\"wait\">{} waiting for WeChat to publish</b>, {} starting, <b class=\"wait\">{} with unauthorized reports</b>.</p>",
+        mini_programs(apps.len()),
         count(Standing::Up),
         count(Standing::Down),
         count(Standing::Waiting),
-        count(Standing::Starting)
+        count(Standing::Starting),
+        unauthorized
     );
     page.push_str("<table>\n<tr><th>app</th><th>appid</th><th>state</th><th>reports held</th><th>next attempt</th><th>problem</th></tr>\n");
     for (standing, app) in &apps {
@@ -134,14 +153,15 @@ pub async fn app(
     if let Some(crash) = &app.crash {
         let _ = writeln!(page, "<p class=\"down\">{}</p>", escape(crash));
     }
-    page.push_str("<table>\n<tr><th>report</th><th>period</th><th>held</th><th>last success</th><th>next attempt</th><th>last error</th></tr>\n");
+    page.push_str("<table>\n<tr><th>report</th><th>period</th><th>status</th><th>held</th><th>last success</th><th>next attempt</th><th>last error</th></tr>\n");
     if app.jobs.is_empty() {
-        page.push_str("<tr><td colspan=\"6\">no attempt yet</td></tr>\n");
+        page.push_str("<tr><td colspan=\"7\">no attempt yet</td></tr>\n");
     }
     for ((report, kind), status) in &app.jobs {
         let _ = writeln!(
             page,
-            "<tr><td>{report}</td><td>{kind}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"down\">{}</td></tr>",
+            "<tr><td>{report}</td><td>{kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"down\">{}</td></tr>",
+            status.state.as_str(),
             status.held.map(|p| p.to_string()).unwrap_or_else(|| "none yet".into()),
             time(status.last_success),
             time(status.next_attempt),
@@ -167,4 +187,16 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_one_mini_program_in_the_singular() {
+        assert_eq!(mini_programs(1), "1 Mini Program");
+        assert_eq!(mini_programs(0), "0 Mini Programs");
+        assert_eq!(mini_programs(3), "3 Mini Programs");
+    }
 }

@@ -52,9 +52,13 @@ pub enum ErrorClass {
     MinuteQuota,
     /// 45009: the daily quota; nothing more for this app until the next Beijing day.
     DailyQuota,
-    /// The configuration is wrong (appid, secret, IP whitelist, authorization): a person must
-    /// fix it; retried rarely.
+    /// The configuration is wrong (appid, secret, IP whitelist): a person must fix it;
+    /// retried rarely.
     Config,
+    /// WeChat refuses this API to this app (48001, 61007, 76022): only a person granting the
+    /// permission fixes it, so the report is asked again once a day and at every reload; the
+    /// app's other reports go on.
+    Unauthorized,
 }
 
 /// A failed WeChat call. The text never holds a secret or an access token.
@@ -121,9 +125,8 @@ impl WeChatError {
         match self.errcode() {
             Some(45011) => ErrorClass::MinuteQuota,
             Some(45009) => ErrorClass::DailyQuota,
-            Some(40013 | 40125 | 40164 | 41001 | 48001 | 61007 | 61502 | 76022) => {
-                ErrorClass::Config
-            }
+            Some(48001 | 61007 | 76022) => ErrorClass::Unauthorized,
+            Some(40013 | 40125 | 40164 | 41001 | 61502) => ErrorClass::Config,
             _ => ErrorClass::Transient,
         }
     }
@@ -167,6 +170,9 @@ mod tests {
         assert_eq!(api(45009).class(), ErrorClass::DailyQuota);
         assert_eq!(api(45011).class(), ErrorClass::MinuteQuota);
         assert_eq!(api(40164).class(), ErrorClass::Config);
+        assert_eq!(api(48001).class(), ErrorClass::Unauthorized);
+        assert_eq!(api(61007).class(), ErrorClass::Unauthorized);
+        assert_eq!(api(76022).class(), ErrorClass::Unauthorized);
         assert!(api(40164)
             .remedy("shop", "retention")
             .unwrap()

@@ -238,6 +238,7 @@ fn exported(report: Report, period: Period, pieces: &Pieces, alone: bool) -> Vec
         appid: "wx0000000000000000".into(),
         up: true,
         held: BTreeMap::from([((report, period.kind()), held)]),
+        ..Default::default()
     };
     let mut text = String::new();
     report.render(&[&app], &mut Text::new(&mut text));

@@ -462,6 +462,7 @@ fn run(target: &Target, bodies: &[Option<&[u8]>]) -> String {
             appid: "wx1234567890abcdef".into(),
             up: true,
             held: BTreeMap::from([((report, period.kind()), held)]),
+            ..Default::default()
         };
         report.render(&[&app], &mut Text::new(&mut out));
     }

@@ -1060,8 +1060,12 @@ async fn finding_12_a_discovery_file_being_rewritten_removes_no_app() {
             .collect();
         format!("[{}]", entries.join(","))
     };
-    let count =
-        |discovery: &Discovery| discovery.lists().map(|(_, apps)| apps.len()).sum::<usize>();
+    let count = |discovery: &Discovery| {
+        discovery
+            .lists()
+            .map(|(_, listed)| listed.apps.len())
+            .sum::<usize>()
+    };
     let settings = Settings {
         files: vec![format!("{}/*.json", dir.display())],
         url: None,

@@ -396,14 +396,12 @@ async fn unpublished_console_reports_are_exported_as_nothing_until_published() {
 }
 
 #[tokio::test]
-async fn a_report_refused_for_permission_leaves_the_others_exported() {
-    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
-        .fault(
-            SHOP,
-            "wxa/business/performance/boot",
-            Fault::Errcode(48001),
-            1000,
-        )
+async fn a_report_refused_for_permission_leaves_the_app_up_and_is_asked_once_a_day_and_at_a_reload()
+{
+    const BOOT: &str = "wxa/business/performance/boot";
+    let start = beijing("2024-06-05 12:00");
+    let app = Exporter::new(two_apps(), start)
+        .fault(SHOP, BOOT, Fault::Errcode(48001), 1000)
         .start()
         .await;
     app.settle().await;
@@ -424,29 +422,91 @@ async fn a_report_refused_for_permission_leaves_the_others_exported() {
             "{family}"
         );
     }
+    let status = |metrics: &str, app: &str, report: &str, status: &str| {
+        let labels = [
+            ("app", app),
+            ("report", report),
+            ("period", "daily"),
+            ("status", status),
+        ];
+        sample(metrics, "wechat_miniprogram_report_status", &labels)
+    };
+    for (who, expected) in [("shop", "unauthorized"), ("news", "ok")] {
+        for state in ["ok", "waiting", "failing", "unauthorized"] {
+            let value = if state == expected { 1.0 } else { 0.0 };
+            assert_eq!(
+                status(&metrics, who, "performance", state),
+                Some(value),
+                "{who} {state}"
+            );
+        }
+    }
+    assert_eq!(status(&metrics, "shop", "visit_trend", "ok"), Some(1.0));
+    // One refused report is not the app down: its token and its visit trend are fine.
     assert_eq!(
         sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
-        Some(0.0)
+        Some(1.0)
     );
+    common::prometheus::check_metrics(&metrics);
     let page = app.get("/").await.text().await.unwrap();
     assert!(page.contains("errcode 48001"), "{page}");
-    assert!(
-        page.contains("remove performance from reports.enabled"),
-        "{page}"
+    assert!(page.contains("grant the permission"), "{page}");
+
+    // Three Beijing days, every 30 minutes: the refused call once a day, not every backoff.
+    let mut instant = start;
+    while instant < beijing("2024-06-08 12:00") {
+        instant += chrono::Duration::minutes(30);
+        app.advance_to(instant).await;
+    }
+    let refused_days = |app: &TestApp| {
+        let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+        for call in app
+            .calls_of(SHOP)
+            .iter()
+            .filter(|call| call.endpoint == BOOT)
+        {
+            *per_day
+                .entry(wechat_miniprogram_exporter::period::beijing_date(call.at))
+                .or_default() += 1;
+        }
+        per_day
+    };
+    let per_day = refused_days(&app);
+    assert_eq!(per_day.len(), 4, "{per_day:?}");
+    assert!(per_day.values().all(|calls| *calls == 1), "{per_day:?}");
+    let warnings = app
+        .logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("report not authorized") && line.contains("app=shop"))
+        .count();
+    assert_eq!(warnings, 4, "one warning a day");
+    let metrics = app.scrape().await;
+    assert_eq!(
+        status(&metrics, "shop", "performance", "unauthorized"),
+        Some(1.0)
     );
-    // A configuration error is retried at the longest backoff, not in a loop.
-    let refused = app
-        .calls_of(SHOP)
-        .iter()
-        .filter(|c| c.errcode == 48001)
-        .count();
-    app.advance_to(beijing("2024-06-05 12:20")).await;
-    let again = app
-        .calls_of(SHOP)
-        .iter()
-        .filter(|c| c.errcode == 48001)
-        .count();
-    assert_eq!(again, refused, "not before error_backoff_max (30m)");
+    assert_eq!(
+        sample(&metrics, "wechat_miniprogram_up", &[("app", "shop")]),
+        Some(1.0)
+    );
+
+    // A reload asks again at once: a person may have granted the permission.
+    let before: usize = refused_days(&app).values().sum();
+    let reload = app
+        .http
+        .post(format!("http://{}/-/reload", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    for _ in 0..200 {
+        if refused_days(&app).values().sum::<usize>() > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(refused_days(&app).values().sum::<usize>(), before + 1);
 }
 
 #[tokio::test]

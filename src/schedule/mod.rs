@@ -28,9 +28,10 @@ use crate::domain::Polling;
 use crate::period::{Period, PeriodKind};
 use crate::policy::Reaction;
 use crate::publication::Habits;
-use crate::report::Report;
 use crate::report::Settings as ReportSettings;
+use crate::report::{Report, State};
 use crate::sink::{JobStatus, Resume};
+use crate::wechat::ErrorClass;
 
 /// One (report, period kind) of one app.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +59,8 @@ pub struct Job {
     pub tried_previous: bool,
     /// The last attempt that found the target period unpublished, and when.
     pub missed: Option<(Period, DateTime<Utc>)>,
+    /// The last error was WeChat refusing the report's API to this app.
+    pub unauthorized: bool,
 }
 
 impl Job {
@@ -79,6 +82,17 @@ impl Job {
             last_error: None,
             tried_previous: false,
             missed: None,
+            unauthorized: false,
+        }
+    }
+
+    /// How the job stands at `now`.
+    pub fn state(&self, now: DateTime<Utc>, moment: Moment) -> State {
+        match (&self.last_error, self.unauthorized) {
+            (Some(_), true) => State::Unauthorized,
+            (Some(_), false) => State::Failing,
+            (None, _) if self.is_done(now, moment) => State::Ok,
+            (None, _) => State::Waiting,
         }
     }
 
@@ -179,6 +193,8 @@ pub struct Schedule {
     pub unpublished: BTreeMap<PeriodKind, (Period, Deadline)>,
     /// When WeChat published the app's recent periods.
     pub habits: Habits,
+    /// The app's access token could not be had at the last attempt.
+    pub token_failed: bool,
     polling: Polling,
 }
 
@@ -198,6 +214,7 @@ impl Schedule {
             blocked_until: None,
             unpublished: BTreeMap::new(),
             habits: resume.habits,
+            token_failed: false,
             polling: polling.clone(),
         }
     }
@@ -322,12 +339,19 @@ impl Schedule {
         state.next_attempt = retry;
         state.failures = 0;
         state.last_error = None;
+        state.unauthorized = false;
         state.missed = Some((target, now));
     }
 
-    /// Job `job` failed with `error` (its fix appended), and retries as `reaction` says,
-    /// at `retry`; a pause holds back every job.
-    pub fn failed(&mut self, job: usize, error: String, reaction: Reaction, retry: Deadline) {
+    /// Job `job` failed with `error` (its fix appended) of `class`, and retries as
+    /// `reaction` says, at `retry`; a pause holds back every job.
+    pub fn failed(
+        &mut self,
+        job: usize,
+        (error, class): (String, ErrorClass),
+        reaction: Reaction,
+        retry: Deadline,
+    ) {
         if reaction.pause_app {
             self.blocked_until = Some(retry);
         }
@@ -335,6 +359,29 @@ impl Schedule {
         state.failures = state.failures.saturating_add(1);
         state.next_attempt = retry;
         state.last_error = Some(error);
+        state.unauthorized = class == ErrorClass::Unauthorized;
+    }
+
+    /// Every report WeChat refused to the app asks again now (a reload: a person may have
+    /// granted the permission); `true` if there is one.
+    pub fn ask_unauthorized_again(&mut self) -> bool {
+        let mut any = false;
+        for job in self.jobs.iter_mut().filter(|job| job.unauthorized) {
+            job.next_attempt = Deadline::NOW;
+            any = true;
+        }
+        any
+    }
+
+    /// Whether the app is up: its access token can be had and no gate of its periods (the
+    /// visit trend) failed at its last attempt. A failing or unauthorized report alone
+    /// leaves it up.
+    pub fn up(&self) -> bool {
+        !self.token_failed
+            && !self
+                .jobs
+                .iter()
+                .any(|job| job.report.gates() && job.last_error.is_some())
     }
 
     /// Every job waits for the app's pause, if there is one; whether there is.
@@ -366,6 +413,7 @@ impl Schedule {
         state.refresh_due = refresh;
         state.failures = 0;
         state.last_error = None;
+        state.unauthorized = false;
         state.missed = None;
         true
     }
@@ -422,6 +470,7 @@ impl Schedule {
             last_success: state.last_success,
             next_attempt: next.map(|deadline| deadline.wall(now, moment)),
             last_error: state.last_error.clone(),
+            state: state.state(now, moment),
         }
     }
 
@@ -432,209 +481,4 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone as _;
-
-    /// 2024-06-DD HH:MM in Beijing.
-    fn at(day: u32, hour: u32) -> DateTime<Utc> {
-        crate::period::beijing()
-            .with_ymd_and_hms(2024, 6, day, hour, 0, 0)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
-    fn day(day: u32) -> Period {
-        Period::containing(
-            PeriodKind::Daily,
-            chrono::NaiveDate::from_ymd_opt(2024, 6, day).unwrap(),
-        )
-    }
-
-    fn report(name: &str) -> Report {
-        Report::by_name(name).unwrap()
-    }
-
-    /// The daily job of `name` in a schedule of every default report where the trend (the
-    /// gate) holds `trend` and the report `name` holds `held`.
-    fn schedule(trend: Option<u32>, name: &str, held: Option<u32>) -> (Schedule, usize) {
-        let mut resume = Resume::default();
-        let fetched = at(1, 12);
-        for (holder, period) in [("visit_trend", trend), (name, held)] {
-            if let Some(period) = period {
-                resume
-                    .held
-                    .insert((report(holder), PeriodKind::Daily), (day(period), fetched));
-            }
-        }
-        let schedule = Schedule::new(&Polling::default(), &ReportSettings::default(), resume);
-        let job = schedule
-            .jobs
-            .iter()
-            .position(|job| job.report == report(name) && job.kind == PeriodKind::Daily)
-            .unwrap();
-        (schedule, job)
-    }
-
-    #[test]
-    fn each_job_asks_for_its_period_once_its_gate_holds_it_and_never_for_an_older_one() {
-        // (report, gate holds, report holds, Beijing 2024-06-DD HH:00, due, step)
-        let table = [
-            // A new exporter at noon asks for yesterday at once, the gate and the others.
-            ("visit_trend", None, None, (5, 12), Some(4), Some(Step::Ask)),
-            (
-                "js_errors",
-                Some(4),
-                None,
-                (5, 12),
-                Some(4),
-                Some(Step::Ask),
-            ),
-            // Before polling.first_attempt (06:00) the gate holds the day before: a report
-            // that holds nothing shows that day, never yesterday's answer (maybe "no error").
-            ("visit_trend", Some(3), None, (5, 3), None, None),
-            (
-                "js_errors",
-                Some(3),
-                None,
-                (5, 3),
-                Some(4),
-                Some(Step::PreviousOnly(true)),
-            ),
-            (
-                "js_errors",
-                Some(2),
-                None,
-                (5, 3),
-                Some(4),
-                Some(Step::PreviousOnly(false)),
-            ),
-            (
-                "js_errors",
-                None,
-                None,
-                (5, 3),
-                Some(4),
-                Some(Step::PreviousOnly(false)),
-            ),
-            // Holding the day before, a report waits for the hour the app publishes at.
-            ("js_errors", Some(3), Some(3), (5, 3), None, None),
-            // At noon it is due, but waits until the gate holds yesterday.
-            (
-                "js_errors",
-                Some(3),
-                Some(3),
-                (5, 12),
-                Some(4),
-                Some(Step::WaitForGate),
-            ),
-            (
-                "js_errors",
-                Some(4),
-                Some(3),
-                (5, 12),
-                Some(4),
-                Some(Step::Ask),
-            ),
-            // Done: nothing is asked.
-            ("js_errors", Some(4), Some(4), (5, 23), None, None),
-            // The wall clock set back three days: nothing older than what is held.
-            ("visit_trend", Some(4), None, (2, 12), None, None),
-            ("js_errors", Some(4), Some(4), (2, 12), None, None),
-        ];
-        for (name, gate, held, (date, hour), due, step) in table {
-            let (schedule, job) = schedule(gate, name, held);
-            let now = at(date, hour);
-            let found = schedule.due(job, now, Moment::default());
-            assert_eq!(
-                found,
-                due.map(day),
-                "{name}, gate {gate:?}, holds {held:?}, at {date} {hour}:00"
-            );
-            if let Some(target) = found {
-                assert_eq!(
-                    Some(schedule.step(job, target)),
-                    step,
-                    "{name} at {date} {hour}:00"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_first_attempt_falls_back_to_the_day_before_where_wechat_keeps_it() {
-        // (report, step, falls back)
-        let table = [
-            ("visit_trend", Step::Ask, true),
-            ("js_errors", Step::PreviousOnly(true), true),
-            ("js_errors", Step::PreviousOnly(false), false),
-            // WeChat keeps no past of the portrait.
-            ("user_portrait", Step::Ask, false),
-        ];
-        for (name, step, falls_back) in table {
-            let (mut schedule, job) = schedule(None, name, None);
-            let expected = falls_back.then(|| day(3));
-            assert_eq!(
-                schedule.previous_to_try(job, day(4), step),
-                expected,
-                "{name}"
-            );
-            assert_eq!(
-                schedule.previous_to_try(job, day(4), step),
-                None,
-                "{name}: only once"
-            );
-        }
-    }
-
-    #[test]
-    fn outcomes_move_the_next_attempt_and_a_pause_holds_back_the_whole_app() {
-        let (mut schedule, job) = schedule(Some(4), "js_errors", Some(3));
-        let now = at(5, 12);
-        let moment = Moment::from_start(Duration::from_secs(1000));
-        let retry = Deadline::Moment(moment.after(Duration::from_secs(1800)));
-        schedule.not_ready(job, day(4), now, retry);
-        assert_eq!(schedule.due(job, now, moment), None, "not before the retry");
-        assert_eq!(
-            schedule.due(job, now, moment.after(Duration::from_secs(1800))),
-            Some(day(4))
-        );
-        // A newer period held is never replaced by an older one.
-        assert!(schedule.held(job, day(4), now, None));
-        assert!(!schedule.held(job, day(3), now, None));
-        assert_eq!(schedule.jobs[job].held, Some(day(4)));
-        // The per-minute quota pauses every job of the app.
-        let reaction = Reaction {
-            retry: crate::policy::Retry::After(Duration::from_secs(60)),
-            pause_app: true,
-        };
-        let until = Deadline::Moment(moment.after(Duration::from_secs(60)));
-        schedule.failed(0, "45011".into(), reaction, until);
-        assert!(schedule.is_blocked(now, moment));
-        assert!(schedule.hold_back(now, moment));
-        assert!(schedule.has_errors());
-        assert!(!schedule.is_blocked(now, moment.after(Duration::from_secs(60))));
-    }
-
-    #[test]
-    fn the_poller_wakes_at_the_earliest_deadline_and_at_least_every_minute() {
-        let now = at(5, 12);
-        let moment = Moment::from_start(Duration::from_secs(5000));
-        // Every job holds its latest period: a minute later, to notice a step of the clock.
-        let mut resume = Resume::default();
-        for report in ReportSettings::default().enabled.iter() {
-            for &kind in report.kinds() {
-                let latest = Period::latest_completed(kind, now);
-                resume.held.insert((report, kind), (latest, now));
-            }
-        }
-        let held = Schedule::new(&Polling::default(), &ReportSettings::default(), resume);
-        assert_eq!(
-            held.next_wake(now, moment),
-            moment.after(Duration::from_secs(60))
-        );
-        // A job not yet asked: at once.
-        let (fresh, _) = schedule(None, "js_errors", None);
-        assert_eq!(fresh.next_wake(now, moment), moment);
-    }
-}
+mod tests;
