@@ -158,6 +158,7 @@ impl Fleet {
                 Some(task) if task.app.appid == app.appid => {
                     stop(&task);
                     self.store.keep_enabled(task.slot, &settings.reports);
+                    self.store.relabel(task.slot, app);
                     let task = self.spawn(running, app.clone(), settings, task.slot);
                     running.tasks.insert(app.name.clone(), task);
                     changes.restarted.push(app.name.clone());

@@ -213,6 +213,15 @@ impl Store {
         });
     }
 
+    /// Gives the app in `slot` the labels of `app` (changed by a reload).
+    pub fn relabel(&self, slot: AppSlot, app: &App) {
+        self.write_app(slot, |data, _| {
+            if data.labels != app.labels {
+                data.labels = app.labels.clone();
+            }
+        });
+    }
+
     /// Forgets what the app in `slot` holds of reports `reports` no longer enables, and
     /// their statuses: a report switched off by a reload is no longer exported.
     pub fn keep_enabled(&self, slot: AppSlot, reports: &ReportSettings) {

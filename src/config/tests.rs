@@ -234,3 +234,81 @@ fn shards_split_the_apps_stably_and_completely() {
     assert!(Shard::new(3, 3).unwrap_err().contains("0 to 2"));
     assert!(Shard::new(0, 0).is_err());
 }
+
+#[test]
+fn an_app_sets_any_report_key_of_its_own_over_the_global_value() {
+    let text = format!(
+        "[reports]\npages_top = 30\n{APP}[apps.shop.reports]\npages_top = 5\nenabled = [\"visit_trend\", \"visit_page\"]\nportrait_ranges = [\"7d\"]\n\
+         [apps.blog]\nappid = \"wx2234567890abcdef\"\nsecret = \"s\"\n"
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let shop = config.reports_of("shop");
+    assert_eq!(shop.pages_top, 5);
+    assert_eq!(
+        shop.enabled,
+        ReportSet::of(["visit_trend", "visit_page"].map(|name| Report::by_name(name).unwrap()))
+    );
+    assert_eq!(shop.portrait_ranges, [7]);
+    assert_eq!(
+        shop.js_errors_top, 10,
+        "a key it leaves out is the global value"
+    );
+    let blog = config.reports_of("blog");
+    assert_eq!(blog.pages_top, 30);
+    assert_eq!(blog, config.reports);
+}
+
+#[test]
+fn a_bad_report_key_of_an_app_is_named_with_its_full_key() {
+    let found = problems(&format!(
+        "{APP}[apps.shop.reports]\npages_top = 0\nenabled = [\"nope\"]\nquota_interval = \"1m\"\n"
+    ));
+    let keys: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "apps.shop.reports.pages_top",
+            "apps.shop.reports.enabled",
+            "apps.shop.reports.quota_interval",
+        ],
+        "{found:#?}"
+    );
+    let unknown = problems(&format!("{APP}[apps.shop.reports]\npagez = 5\n"));
+    assert!(
+        unknown[0].starts_with("apps.shop.reports.pagez"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn an_app_has_labels_of_its_own_and_reserved_or_invalid_ones_are_refused() {
+    let config = Config::from_toml(&format!(
+        "{APP}[apps.shop.labels]\nteam = \"growth\"\nbrand = \"星巴克\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.apps[0].labels,
+        [
+            ("brand".to_string(), "星巴克".to_string()),
+            ("team".to_string(), "growth".to_string())
+        ]
+    );
+    let long = "x".repeat(MAX_LABEL_VALUE + 1);
+    let found = problems(&format!(
+        "{APP}[apps.shop.labels]\napp = \"a\"\n__meta = \"b\"\n\"1team\" = \"c\"\nreport = \"d\"\nowner = \"{long}\"\n\"a-b\" = \"e\"\n"
+    ));
+    let keys: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "apps.shop.labels.1team",
+            "apps.shop.labels.__meta",
+            "apps.shop.labels.a-b",
+            "apps.shop.labels.app",
+            "apps.shop.labels.owner",
+            "apps.shop.labels.report",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[3].contains("own series"), "{}", found[3]);
+}

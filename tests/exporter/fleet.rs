@@ -532,3 +532,118 @@ async fn url_discovery_keeps_the_last_list_while_the_endpoint_fails() {
     )
     .await;
 }
+
+/// The labels of `app`'s `wechat_miniprogram_app_info` series, as written.
+fn app_info<'a>(metrics: &'a str, app: &str) -> Option<&'a str> {
+    let label = format!("app=\"{app}\"");
+    common::series(metrics, "wechat_miniprogram_app_info")
+        .into_iter()
+        .find(|line| line.contains(&label))
+}
+
+fn pages_of(metrics: &str, app: &str) -> usize {
+    let label = format!("app=\"{app}\"");
+    common::series(metrics, "wechat_miniprogram_page_visit_pv")
+        .into_iter()
+        .filter(|line| line.contains(&label))
+        .count()
+}
+
+#[tokio::test]
+async fn apps_have_reports_and_labels_of_their_own_from_the_file_and_discovery_and_a_reload_changes_one_alone(
+) {
+    let apps = four_apps();
+    let (sim, api, clock) =
+        spawn_manual_simulation(apps.clone(), beijing("2024-06-05 12:00")).await;
+    let dir = temp_dir("fleet-own");
+    let listed = dir.join("apps");
+    std::fs::create_dir_all(&listed).unwrap();
+    let news = secret_file(&dir, &apps[1]);
+    write(
+        &listed.join("news.yaml"),
+        &format!(
+            "- name: news\n  appid: {}\n  secret_file: {news}\n  labels: {{team: content}}\n  reports:\n    enabled: [visit_trend, visit_page]\n    pages_top: 2\n",
+            apps[1].appid
+        ),
+    );
+    let blog = secret_file(&dir, &apps[3]);
+    let answer = Arc::new(Mutex::new((
+        200,
+        format!(
+            r#"[{{"name": "blog", "appid": "{}", "secret_file": "{blog}", "labels": {{"brand": "b"}}, "reports": {{"pages_top": 1}}}}]"#,
+            apps[3].appid
+        ),
+    )));
+    let endpoint = spawn_endpoint(answer).await;
+    let token = dir.join("token");
+    write(&token, "discovery-token\n");
+    let file = dir.join("config.toml");
+    let config_text = |team: &str, pages: usize| {
+        format!(
+            "api_base_url = \"http://{api}\"\n[discovery]\nfiles = [\"{}/*.yaml\"]\nurl = \"http://{endpoint}/apps\"\nbearer_token_file = \"{}\"\n{}\n[apps.shop.labels]\nteam = \"{team}\"\n[apps.shop.reports]\npages_top = {pages}\n",
+            listed.display(),
+            token.display(),
+            tables(&apps, &["shop", "mall"], None)
+        )
+    };
+    write(&file, &config_text("growth", 3));
+    let source = || Source::File(Some(file.clone()), Overrides::default());
+    let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+    let mut app = Exporter::on(&sim, api, &clock)
+        .config(config)
+        .source(source())
+        .start()
+        .await;
+    app.jobs_by_app.insert("news".into(), 4);
+    app.settle().await;
+    let metrics = app.scrape().await;
+    common::prometheus::check_metrics(&metrics);
+    let info = |metrics: &str, name: &str| app_info(metrics, name).unwrap_or("").to_string();
+    assert!(
+        info(&metrics, "shop").contains("team=\"growth\""),
+        "{}",
+        info(&metrics, "shop")
+    );
+    assert!(info(&metrics, "news").contains("team=\"content\""));
+    assert!(info(&metrics, "blog").contains("brand=\"b\""));
+    assert!(
+        info(&metrics, "mall").ends_with("app=\"mall\"} 1"),
+        "{}",
+        info(&metrics, "mall")
+    );
+    // Pages: shop 3, news 2 (from its file), blog 1 (from the URL), mall the global 20.
+    assert_eq!(pages_of(&metrics, "shop"), 3);
+    assert_eq!(pages_of(&metrics, "news"), 2);
+    assert_eq!(pages_of(&metrics, "blog"), 1);
+    assert!(pages_of(&metrics, "mall") > 3);
+    // news polls only its two reports.
+    let news_retention = common::series(&metrics, "wechat_miniprogram_retention_uv")
+        .into_iter()
+        .filter(|line| line.contains("app=\"news\""))
+        .count();
+    assert_eq!(news_retention, 0);
+
+    // A reload that changes shop's labels and pages: shop alone starts again.
+    write(&file, &config_text("ops", 4));
+    app.settle().await;
+    let from = sim.calls().len();
+    let (status, body) = post_reload(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("1 restarted") && body.contains("3 unchanged"),
+        "{body}"
+    );
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert!(info(&metrics, "shop").contains("team=\"ops\""));
+    for other in &apps[1..] {
+        let calls = calls_of_since(&app, &other.appid, from);
+        assert!(calls.is_empty(), "{} called {calls:?}", other.name);
+    }
+    // The period held stays as fetched; the next one has shop's new number of pages.
+    assert_eq!(pages_of(&metrics, "shop"), 3);
+    app.advance_to(beijing("2024-06-06 12:00")).await;
+    let metrics = app.scrape().await;
+    assert_eq!(pages_of(&metrics, "shop"), 4);
+    assert_eq!(pages_of(&metrics, "news"), 2);
+}

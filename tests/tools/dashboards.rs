@@ -307,7 +307,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .iter()
         .flat_map(|group| group["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(rules.len(), 9);
+    assert_eq!(rules.len(), 11);
     let drop = rules
         .iter()
         .find(|rule| rule["name"] == "WeChatMiniProgramVisitUVDrop")
@@ -411,7 +411,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .iter()
         .filter(|f| f.starts_with("process_"))
         .count();
-    assert_eq!(families.len() - process, 47, "{families:?}");
+    assert_eq!(families.len() - process, 49, "{families:?}");
     assert_eq!(process, 7, "{families:?}");
     let missing: Vec<&&str> = families
         .iter()

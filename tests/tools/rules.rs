@@ -8,7 +8,7 @@ use common::prometheus::promtool;
 #[test]
 fn the_alert_rules_are_valid() {
     let output = promtool(&["check", "rules", "deploy/prometheus/alerts.yml"]);
-    assert!(output.contains("SUCCESS: 9 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 11 rules found"), "{output}");
 }
 
 #[test]
@@ -25,7 +25,7 @@ fn every_alert_has_a_severity_a_summary_a_description_and_a_runbook_section() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 9);
+    assert_eq!(alerts.len(), 11);
     for (alert, text) in alerts.iter().zip(rules.split("- alert: ").skip(1)) {
         for key in ["severity: ", "summary: ", "description: ", "runbook_url: "] {
             assert!(text.contains(key), "{alert} has no {key}");

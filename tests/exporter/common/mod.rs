@@ -133,6 +133,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Jobs per app: a (report, period kind) of every enabled report.
     pub jobs: usize,
+    /// Jobs of the apps that set reports of their own, by name.
+    pub jobs_by_app: std::collections::BTreeMap<String, usize>,
     /// Reloads and discovery.
     pub control: Arc<Control>,
     /// The exporter, until it is stopped.
@@ -363,8 +365,13 @@ pub fn data_series(metrics: &str) -> Vec<String> {
 
 /// Jobs per app that `config` enables: a (report, period kind) of every enabled report.
 pub fn jobs_of(config: &Config) -> usize {
+    jobs_enabled(&config.reports)
+}
+
+/// Jobs of an app polling the reports `reports` enables.
+pub fn jobs_enabled(reports: &ReportSettings) -> usize {
     Report::all()
-        .filter(|report| report.is_enabled(&config.reports))
+        .filter(|report| report.is_enabled(reports))
         .map(|report| report.kinds().len())
         .sum()
 }
@@ -381,6 +388,11 @@ async fn start_exporter(
     guard: tracing::subscriber::DefaultGuard,
 ) -> TestApp {
     let jobs = jobs_of(&config);
+    let jobs_by_app = config
+        .app_reports
+        .keys()
+        .map(|name| (name.clone(), jobs_enabled(&config.reports_of(name))))
+        .collect();
     // The tests reload over HTTP.
     config.web.enable_lifecycle = true;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -401,6 +413,7 @@ async fn start_exporter(
         logs,
         http: reqwest::Client::new(),
         jobs,
+        jobs_by_app,
         control: running.control.clone(),
         running: Mutex::new(Some(running)),
         _log_guard: guard,
@@ -408,6 +421,11 @@ async fn start_exporter(
 }
 
 impl TestApp {
+    /// Jobs the app named `name` has.
+    fn jobs_wanted(&self, name: &str) -> usize {
+        self.jobs_by_app.get(name).copied().unwrap_or(self.jobs)
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("http://{}{path}", self.address))
@@ -443,13 +461,13 @@ impl TestApp {
                     .filter(|((_, kind), status)| !job_settled(*kind, status, now))
                     .map(|(job, status)| format!("{} {job:?}: {status:?}", app.name))
                     .collect();
-                if !app.ready || app.jobs.len() != self.jobs {
+                if !app.ready || app.jobs.len() != self.jobs_wanted(&app.name) {
                     unsettled.push(format!(
                         "{}: ready {}, {} of {} jobs",
                         app.name,
                         app.ready,
                         app.jobs.len(),
-                        self.jobs
+                        self.jobs_wanted(&app.name)
                     ));
                 }
                 unsettled
@@ -462,7 +480,7 @@ impl TestApp {
         let now = self.clock.now();
         self.store.overview().iter().all(|app| {
             app.ready
-                && app.jobs.len() == self.jobs
+                && app.jobs.len() == self.jobs_wanted(&app.name)
                 && app
                     .jobs
                     .iter()
