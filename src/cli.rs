@@ -82,7 +82,7 @@ pub enum Command {
     /// Poll in the background and serve /metrics (the default).
     Serve,
     /// Validate the configuration and exit.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Poll every app once, print the exposition, exit non-zero if a report failed.
     Once,
     /// Run against a built-in simulated WeChat API with three demo Mini Programs.
@@ -92,6 +92,16 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Serve only the simulated WeChat API (for trying the exporter or the compose stack).
     Simulate(SimulateArgs),
+}
+
+// The flags of `check-config`; their doc comments are their help.
+#[derive(Args, Debug)]
+#[allow(missing_docs)]
+pub struct CheckConfigArgs {
+    /// Also print what each app costs in steady state: WeChat calls a day by endpoint group,
+    /// and the series it exports at most (the discovered apps included).
+    #[arg(long)]
+    pub cost: bool,
 }
 
 // The flags of `backfill`; their doc comments are their help.

@@ -256,11 +256,12 @@ fn scrub(text: &str, secret: Option<&str>) -> String {
 }
 
 /// What `check-config` says of the discovery sources of `config`, read once: each source
-/// and its apps, and the problems (a source that fails, apps that clash).
-pub async fn check(config: &Config) -> (Vec<String>, Vec<String>) {
+/// and its apps, the problems (a source that fails, apps that clash), and the apps of every
+/// source merged (the configuration's alone if they clash).
+pub async fn check(config: &Config) -> (Vec<String>, Vec<String>, Listed) {
     let mut lines = Vec::new();
     if !config.discovery.is_configured() {
-        return (lines, Vec::new());
+        return (lines, Vec::new(), config.listed());
     }
     let mut discovery = Discovery::new(config.discovery.clone(), config.shard);
     discovery.read_files().await;
@@ -285,14 +286,14 @@ pub async fn check(config: &Config) -> (Vec<String>, Vec<String>) {
         }
         sources.push((format!("discovery source {source}"), listed.clone()));
     }
-    let problems = match merge_apps(&sources) {
+    let (problems, merged) = match merge_apps(&sources) {
         Ok(merged) => {
             lines.push(format!("  {} Mini Program(s) in all", merged.apps.len()));
-            failed
+            (failed, merged)
         }
-        Err(clashes) => failed.into_iter().chain(clashes).collect(),
+        Err(clashes) => (failed.into_iter().chain(clashes).collect(), config.listed()),
     };
-    (lines, problems)
+    (lines, problems, merged)
 }
 
 /// The apps a source lists (`source` names it in problems), as JSON or YAML: a list of

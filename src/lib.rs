@@ -38,6 +38,8 @@
 //!   (compressed as it is rendered; the text only while scrapers ask for it).
 //! - [`config`]: TOML and environment, validated once into typed values, each problem named
 //!   with its fix; only the wiring below imports it.
+//! - [`cost`]: what a configuration costs before it runs: WeChat calls a day and series,
+//!   per app, from the registry and each app's settings (`check-config --cost`).
 //! - [`discovery`]: apps listed by files (file_sd globs) and a URL, merged with the
 //!   configured ones. [`fleet`]: one supervised poller per app, kept in step with a
 //!   configuration: only what changed changes. [`reload`]: SIGHUP, `POST /-/reload` and
@@ -105,6 +107,7 @@ pub mod state;
 pub mod store;
 
 pub mod config;
+pub mod cost;
 
 pub mod discovery;
 pub mod fleet;

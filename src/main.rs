@@ -54,7 +54,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(file, &overrides).await,
-        Command::CheckConfig => Ok(check_config(file, &overrides).await),
+        Command::CheckConfig(args) => Ok(check_config(file, &overrides, args.cost).await),
         Command::Once => once(file, &overrides).await,
         Command::Demo => demo(&overrides).await,
         Command::Backfill(args) => backfill(file, &overrides, args).await,
@@ -87,14 +87,20 @@ async fn serve(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Exi
 }
 
 /// `check-config`: validate and describe the configuration and what discovery lists.
-async fn check_config(file: Option<&Path>, overrides: &Overrides) -> ExitCode {
+async fn check_config(file: Option<&Path>, overrides: &Overrides, cost: bool) -> ExitCode {
     let config = match load(file, overrides) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let (discovered, problems) = discovery::check(&config).await;
+    let (discovered, problems, listed) = discovery::check(&config).await;
     for line in config.describe().into_iter().chain(discovered) {
         println!("{line}");
+    }
+    if cost {
+        let costs = wechat_miniprogram_exporter::cost::of_config(&config.with_listed(listed));
+        wechat_miniprogram_exporter::cost::lines(&costs)
+            .iter()
+            .for_each(|line| println!("{line}"));
     }
     for problem in &problems {
         eprintln!("error: {problem}");

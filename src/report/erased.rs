@@ -217,6 +217,7 @@ pub(super) trait ErasedReport: Sync {
     fn publication(&self) -> Publication;
     fn has_history(&self) -> bool;
     fn refresh(&self, settings: &Settings) -> Option<std::time::Duration>;
+    fn max_series(&self, kind: PeriodKind, settings: &Settings) -> usize;
     fn history_calls(&self, periods: &[Period], settings: &Settings) -> Vec<Call>;
     fn path(&self, kind: PeriodKind) -> &'static str;
     fn calls(&self, period: Period, settings: &Settings) -> Vec<Call>;
@@ -254,6 +255,10 @@ impl<R: ReportSpec> ErasedReport for R {
 
     fn refresh(&self, settings: &Settings) -> Option<std::time::Duration> {
         ReportSpec::refresh(self, settings)
+    }
+
+    fn max_series(&self, kind: PeriodKind, settings: &Settings) -> usize {
+        ReportSpec::max_series(self, kind, settings)
     }
 
     fn history_calls(&self, periods: &[Period], settings: &Settings) -> Vec<Call> {

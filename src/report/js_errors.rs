@@ -196,6 +196,11 @@ impl ReportSpec for JsErrors {
         "wxaapi/log/jserr_list"
     }
 
+    fn max_series(&self, _: PeriodKind, reports: &Settings) -> usize {
+        // The group count per type, and pv, uv and the message of each group kept.
+        TYPES.len() * (1 + 3 * reports.js_errors_top)
+    }
+
     fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let top = reports.js_errors_top.max(1);
         let pages = top.div_ceil(PAGE);

@@ -129,6 +129,10 @@ impl ReportSpec for LaunchTime {
         "wxaapi/log/get_performance"
     }
 
+    fn max_series(&self, _: PeriodKind, _: &Settings) -> usize {
+        PHASES.len()
+    }
+
     fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         PHASES
             .iter()

@@ -114,6 +114,12 @@ pub trait ReportSpec: Sync + 'static {
         None
     }
 
+    /// The most series one held period of `kind` exports under `reports` (what
+    /// `check-config --cost` counts): by default one per family.
+    fn max_series(&self, _kind: PeriodKind, _reports: &Settings) -> usize {
+        Self::FAMILIES.len()
+    }
+
     /// The calls that fetch every period of `periods` (of one kind, oldest first) for
     /// `backfill`; by default the calls of each period. A report whose API answers ranges
     /// asks for them in as few calls as it can; one without history asks nothing.
@@ -275,6 +281,11 @@ impl Report {
     /// How often the current period is fetched again, if it is ([`ReportSpec::refresh`]).
     pub fn refresh(self, settings: &Settings) -> Option<std::time::Duration> {
         self.spec().refresh(settings)
+    }
+
+    /// The most series one held period of `kind` exports ([`ReportSpec::max_series`]).
+    pub fn max_series(self, kind: PeriodKind, settings: &Settings) -> usize {
+        self.spec().max_series(kind, settings)
     }
 
     /// The calls of a backfill of `periods` ([`ReportSpec::history_calls`]).

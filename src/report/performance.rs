@@ -169,6 +169,12 @@ impl ReportSpec for Performance {
         "wxa/business/performance/boot"
     }
 
+    fn max_series(&self, _: PeriodKind, _: &Settings) -> usize {
+        // The indicator tables of the modules as the simulation answers them (WeChat
+        // documents no fixed list): 1 + 2 + 1 + 2 + 1.
+        7
+    }
+
     fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         let modules = MODULES.iter();
         modules

@@ -123,6 +123,10 @@ impl ReportSpec for Quota {
         "cgi-bin/openapi/quota/get"
     }
 
+    fn max_series(&self, _: PeriodKind, reports: &Settings) -> usize {
+        Self::FAMILIES.len() * paths(reports).len()
+    }
+
     fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let paths = paths(reports).into_iter().enumerate();
         paths

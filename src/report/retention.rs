@@ -202,6 +202,12 @@ impl ReportSpec for Retention {
         }
     }
 
+    fn max_series(&self, kind: PeriodKind, _: &Settings) -> usize {
+        // Per key: the uv of both cohorts and the cohort's start; the ratio of both beyond 0.
+        let keys = lags(kind).len();
+        2 * keys + keys + 2 * (keys - 1)
+    }
+
     /// One call per lag, for its cohort; a cohort's call is the same whichever period asks
     /// it (`backfill` makes it once).
     fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {

@@ -117,6 +117,11 @@ impl ReportSet {
         ReportSet(self.0 | report.bit())
     }
 
+    /// The set without `report`.
+    pub fn without(self, report: Report) -> ReportSet {
+        ReportSet(self.0 & !report.bit())
+    }
+
     /// The reports of the set, in the registry's order.
     pub fn iter(self) -> impl Iterator<Item = Report> {
         Report::all().filter(move |report| self.contains(*report))

@@ -184,6 +184,11 @@ impl ReportSpec for UserPortrait {
         "datacube/getweanalysisappiduserportrait"
     }
 
+    fn max_series(&self, _: PeriodKind, reports: &Settings) -> usize {
+        // Per range, both cohorts and every dimension keep their largest entries.
+        reports.portrait_top * DIMENSIONS.len() * 2 * reports.portrait_ranges.len()
+    }
+
     fn calls(&self, period: Period, reports: &Settings) -> Vec<Call> {
         let path = self.path(period.kind());
         reports

@@ -255,6 +255,11 @@ impl ReportSpec for VisitDistribution {
         "datacube/getweanalysisappidvisitdistribution"
     }
 
+    fn max_series(&self, _: PeriodKind, _: &Settings) -> usize {
+        // Sessions and uv per documented source, a share per stay-time and depth bucket.
+        2 * SOURCE_NAMES.len() + STAY.len() + DEPTH.len()
+    }
+
     fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }

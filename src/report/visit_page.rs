@@ -151,6 +151,10 @@ impl ReportSpec for VisitPage {
         "datacube/getweanalysisappidvisitpage"
     }
 
+    fn max_series(&self, _: PeriodKind, reports: &Settings) -> usize {
+        Self::FAMILIES.len() * reports.pages_top
+    }
+
     fn calls(&self, period: Period, _: &Settings) -> Vec<Call> {
         vec![datacube::call(self.path(period.kind()), period)]
     }

@@ -4,6 +4,7 @@
 //! - [`agent`]: what the agent exports, when it calls, how it reacts to WeChat's errors.
 //! - [`reports`]: every report's values against the simulation.
 //! - [`conformance`]: the corpus of real answers (`tests/conformance/`) through each report.
+//! - [`cost`]: `check-config --cost` against the calls of a simulated week.
 //! - [`durable`]: restarts on kept state, broken state files, publication hours over days.
 //! - [`fleet`]: reloads, discovery, apps added and removed.
 //! - [`sharding`]: sharded exporters splitting a fleet.
@@ -19,6 +20,7 @@ mod agent;
 mod backfill;
 mod cli;
 mod conformance;
+mod cost;
 mod durable;
 mod fleet;
 mod fuzz;

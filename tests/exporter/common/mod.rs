@@ -137,6 +137,8 @@ pub struct TestApp {
     pub jobs_by_app: std::collections::BTreeMap<String, usize>,
     /// Reloads and discovery.
     pub control: Arc<Control>,
+    /// The configuration it started with.
+    pub config: Config,
     /// The exporter, until it is stopped.
     running: Mutex<Option<Running>>,
     _log_guard: tracing::subscriber::DefaultGuard,
@@ -397,7 +399,7 @@ async fn start_exporter(
     config.web.enable_lifecycle = true;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let start = Start {
-        config,
+        config: config.clone(),
         source,
         clock: clock.clone(),
         listener,
@@ -415,6 +417,7 @@ async fn start_exporter(
         jobs,
         jobs_by_app,
         control: running.control.clone(),
+        config,
         running: Mutex::new(Some(running)),
         _log_guard: guard,
     }
