@@ -108,9 +108,9 @@ pub struct CheckConfigArgs {
 #[derive(Args, Debug)]
 #[allow(missing_docs)]
 pub struct BackfillArgs {
-    /// First day, Beijing time (YYYY-MM-DD).
-    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
-    pub from: NaiveDate,
+    /// First day, Beijing time (YYYY-MM-DD); with --missing, the earliest gap filled.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date, required_unless_present = "missing")]
+    pub from: Option<NaiveDate>,
     /// Last day [default: the latest completed day].
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
     pub to: Option<NaiveDate>,
@@ -128,6 +128,13 @@ pub struct BackfillArgs {
     /// started exporting it).
     #[arg(long = "published-at", value_name = "HH:MM", default_value = "10:00", value_parser = time_of_day)]
     pub published_at: NaiveTime,
+    /// Only the periods no running exporter held (the days it was down), as the state of
+    /// --storage.path records them, for every app.
+    #[arg(long)]
+    pub missing: bool,
+    /// Print the calls the backfill would make, per app and in all, and make none.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 }
 
 // The flags of `simulate`; their doc comments are their help.

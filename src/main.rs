@@ -216,6 +216,8 @@ async fn backfill(
         apps: args.apps,
         step: args.step,
         published_at: args.published_at,
+        missing: args.missing,
+        dry_run: args.dry_run,
     };
     Ok(
         match backfill::run(&config, &options, args.output.as_deref()).await? {

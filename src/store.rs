@@ -21,7 +21,7 @@ use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
 use crate::report::{AppData, Held, Report, ReportSet};
 use crate::sink::{Answers, AppSlot, JobStatus, Resume, Sink};
-use crate::state::StateDir;
+use crate::state::{record_gap, Gaps, StateDir};
 
 /// Every app's data and status, and the last rendering.
 pub struct Store {
@@ -74,6 +74,8 @@ struct Meta {
     newer_on_disk: BTreeMap<(Report, PeriodKind), crate::period::Period>,
     /// The reports the app polls: what a stopping poller hands on of another is dropped.
     enabled: ReportSet,
+    /// The periods no running exporter held.
+    gaps: Gaps,
 }
 
 /// The exposition of one version of the state: compressed (what Prometheus asks for), and
@@ -196,6 +198,7 @@ impl Store {
             habits: loaded.habits,
             newer_on_disk: loaded.newer,
             enabled: reports.enabled,
+            gaps: loaded.gaps,
         };
         self.write(|state| {
             state.names.insert(slot, app.name.clone());
@@ -418,6 +421,7 @@ impl Store {
 impl Sink for Store {
     fn held(&self, app: AppSlot, report: Report, kind: PeriodKind, held: Held, answers: Answers) {
         let mut appid = None;
+        let mut gaps = None;
         let kept = held.clone();
         self.write_app(app, |data, meta| {
             if !meta.enabled.contains(report) {
@@ -427,10 +431,19 @@ impl Sink for Store {
             if newer.is_none_or(|newer| *newer <= held.period) {
                 appid = Some(data.appid.clone());
             }
+            let previous = data.held.get(&(report, kind)).map(|held| held.period);
+            if let Some(previous) = previous.filter(|_| report.has_history()) {
+                if record_gap(&mut meta.gaps, (report, kind), previous, held.period) {
+                    gaps = Some(meta.gaps.clone());
+                }
+            }
             data.held.insert((report, kind), held);
         });
         if let (Some(disk), Some(appid)) = (&self.disk, appid) {
             disk.save_held(&appid, report, kind, &kept, &answers);
+            if let Some(gaps) = gaps {
+                disk.save_gaps(&appid, &gaps);
+            }
         }
     }
 

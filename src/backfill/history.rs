@@ -174,7 +174,7 @@ impl History {
     /// assembled; nothing of a period that the report gating the kind found unpublished (the
     /// agent does not ask for it: an answer that holds nothing could pass for zeros).
     fn snapshot(&self, app: usize, report: Report, period: Period) -> Option<Arc<dyn Snapshot>> {
-        let reports = &self.plan.reports;
+        let reports = &self.plan.reports[app];
         let gate = Report::all().find(|gate| {
             gate.gates() && gate.kinds().contains(&period.kind()) && gate.is_backfilled(reports)
         });
@@ -195,7 +195,7 @@ impl History {
     /// Plays the periods of `app` in the order they would have appeared, rendering what
     /// `/metrics` showed between one change and the next.
     fn replay(&self, app: usize, families: &mut Families) {
-        let events = self.events();
+        let events = self.events(app);
         let config = &self.plan.apps[app];
         let mut state = AppData {
             name: config.name.clone(),
@@ -211,13 +211,20 @@ impl History {
             }
             while index < events.len() && events[index].0 == at {
                 let (_, report, kind, period) = events[index];
-                if let Some(snapshot) = self.snapshot(app, report, period) {
-                    let held = Held {
-                        period,
-                        fetched_at: at,
-                        snapshot,
-                    };
-                    state.held.insert((report, kind), held);
+                match self.snapshot(app, report, period) {
+                    Some(snapshot) => {
+                        let held = Held {
+                            period,
+                            fetched_at: at,
+                            snapshot,
+                        };
+                        state.held.insert((report, kind), held);
+                    }
+                    // Filling gaps: the period after one is the running exporter's.
+                    None if self.plan.gaps_only => {
+                        state.held.remove(&(report, kind));
+                    }
+                    None => {}
                 }
                 index += 1;
             }
@@ -232,15 +239,13 @@ impl History {
         }
     }
 
-    /// Every (report, kind, period) of the plan, at the instant it appears, in time order.
-    fn events(&self) -> Vec<(DateTime<Utc>, Report, PeriodKind, Period)> {
+    /// Every (report, kind, period) the replay of `app` shows, at the instant it appears,
+    /// in time order.
+    fn events(&self, app: usize) -> Vec<(DateTime<Utc>, Report, PeriodKind, Period)> {
         let mut events = Vec::new();
-        let reports = &self.plan.reports;
-        for report in Report::all().filter(|report| report.is_backfilled(reports)) {
-            for &kind in report.kinds() {
-                for &period in &self.plan.periods[&kind] {
-                    events.push((self.plan.visible(period), report, kind, period));
-                }
+        for (&(report, kind), periods) in &self.plan.shown[app] {
+            for &period in periods {
+                events.push((self.plan.visible(period), report, kind, period));
             }
         }
         events.sort();

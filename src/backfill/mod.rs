@@ -42,8 +42,8 @@ pub const HEAD_BLOCK: Duration = Duration::from_secs(3 * 3600);
 /// What to backfill, as given on the command line.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The first day.
-    pub from: NaiveDate,
+    /// The first day (needed unless `missing`).
+    pub from: Option<NaiveDate>,
     /// The last day; the latest completed day if `None`.
     pub to: Option<NaiveDate>,
     /// The apps by name; every configured app if empty.
@@ -52,6 +52,11 @@ pub struct Options {
     pub step: Duration,
     /// The Beijing time of day at which WeChat publishes the previous period.
     pub published_at: NaiveTime,
+    /// `--missing`: only the periods no running exporter held, as the state under the
+    /// configuration's storage path (`--storage.path`) records them.
+    pub missing: bool,
+    /// `--dry-run`: print the calls it would make, and make none.
+    pub dry_run: bool,
 }
 
 /// The default `published_at`: WeChat publishes yesterday's data at about 10:00 Beijing time.

@@ -8,6 +8,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 
 use super::{Options, HEAD_BLOCK};
 use crate::config::Config;
+use crate::cost::{group, GROUPS};
 use crate::domain::App;
 use crate::period::{beijing_date, beijing_midnight, Period, PeriodKind};
 use crate::report::Report;
@@ -26,6 +27,9 @@ pub struct Unit {
     pub call: Call,
 }
 
+/// The periods of each (report, kind) of one app.
+pub type Periods = BTreeMap<(Report, PeriodKind), Vec<Period>>;
+
 /// What a backfill will fetch and write, checked before any call.
 #[derive(Debug)]
 pub struct Plan {
@@ -34,9 +38,13 @@ pub struct Plan {
     to: NaiveDate,
     pub(super) step: Duration,
     published_at: NaiveTime,
-    pub(super) reports: ReportSettings,
-    /// Per kind, the periods that end in the range and are published before the cutoff.
-    pub(super) periods: BTreeMap<PeriodKind, Vec<Period>>,
+    /// Each app's report settings, by its number.
+    pub(super) reports: Vec<ReportSettings>,
+    /// Per app, the periods its replay shows: those fetched and, with `--missing`, the one
+    /// after each (held by the running exporter), where the one before stops.
+    pub(super) shown: Vec<Periods>,
+    /// `--missing`: a period not fetched ends the one before (it is not shown on).
+    pub(super) gaps_only: bool,
     /// Every call, each once, oldest first.
     pub(super) units: Vec<Unit>,
     /// (app, report, period)s of the range published after the cutoff.
@@ -62,6 +70,36 @@ impl Plan {
         self.apps.iter().map(|app| app.name.as_str()).collect()
     }
 
+    /// What `--dry-run` prints: per app, the calls to make by endpoint group (retries and
+    /// tokens aside), then the total.
+    pub fn calls_by_app(&self) -> Vec<String> {
+        let mut per_app = vec![BTreeMap::<&str, usize>::new(); self.apps.len()];
+        for unit in &self.units {
+            *per_app[unit.app].entry(group(unit.call.path)).or_default() += 1;
+        }
+        let line = |name: &str, groups: &BTreeMap<&str, usize>| {
+            let total: usize = groups.values().sum();
+            let shown: Vec<String> = GROUPS
+                .iter()
+                .filter_map(|group| Some(format!("{group} {}", groups.get(group)?)))
+                .collect();
+            format!("  {name}: {total} calls ({})", shown.join(", "))
+        };
+        let mut lines = vec!["backfill --dry-run: the calls it would make (each once; retries and tokens aside), and none made:".to_string()];
+        let mut all = BTreeMap::new();
+        for (app, groups) in self.apps.iter().zip(&per_app) {
+            lines.push(line(&app.name, groups));
+            for (group, calls) in groups {
+                *all.entry(*group).or_default() += calls;
+            }
+        }
+        lines.push(line(
+            &format!("total of {} Mini Program(s)", self.apps.len()),
+            &all,
+        ));
+        lines
+    }
+
     /// When the period would have appeared on `/metrics`.
     pub(super) fn visible(&self, period: Period) -> DateTime<Utc> {
         visible(period, self.published_at)
@@ -77,27 +115,47 @@ fn visible(period: Period, published_at: NaiveTime) -> DateTime<Utc> {
 /// Checks `options` against the configuration and the present, and lists the calls to make.
 /// The error says which flag is wrong and how to fix it.
 pub fn plan(config: &Config, options: &Options, now: DateTime<Utc>) -> Result<Plan, String> {
-    let (from, to) = range(options, now)?;
     check_step(options.step)?;
     let apps = chosen_apps(config, &options.apps)?;
-
+    let reports: Vec<ReportSettings> = apps
+        .iter()
+        .map(|app| config.reports_of(&app.name))
+        .collect();
     let cutoff = now - chrono::Duration::from_std(HEAD_BLOCK).expect("3 hours fit");
-    let mut periods = BTreeMap::new();
+    let published = |period: &Period| visible(*period, options.published_at) < cutoff;
+    let storage = config.storage.as_deref().filter(|_| options.missing);
+    let (from, to, wanted) = match storage {
+        Some(storage) => missing(storage, &apps, &reports, options, now)?,
+        None if options.missing => {
+            return Err("--missing needs --storage.path: the state directory of the exporter whose gaps to fill".into());
+        }
+        None => {
+            let (from, to) = range(options, now)?;
+            let wanted = reports
+                .iter()
+                .map(|reports| in_range(reports, from, to))
+                .collect();
+            (from, to, wanted)
+        }
+    };
     let mut late = 0;
-    for kind in PeriodKind::ALL {
-        let (ready, after): (Vec<Period>, Vec<Period>) = Period::ending_within(kind, from, to)
-            .into_iter()
-            .partition(|period| visible(*period, options.published_at) < cutoff);
-        let reports = Report::all()
-            .filter(|report| {
-                report.is_backfilled(&config.reports) && report.kinds().contains(&kind)
-            })
-            .count();
-        late += after.len() * reports * apps.len();
-        periods.insert(kind, ready);
+    let mut fetched: Vec<Periods> = Vec::new();
+    for periods in wanted {
+        let mut ready = Periods::new();
+        for (job, list) in periods {
+            let (now_ready, after): (Vec<Period>, Vec<Period>) =
+                list.into_iter().partition(published);
+            late += after.len();
+            ready.insert(job, now_ready);
+        }
+        fetched.push(ready);
     }
-    let units = units(apps.len(), &periods, &config.reports);
-
+    let units = units(&fetched, &reports);
+    let shown = if options.missing {
+        fetched.iter().map(with_next).collect()
+    } else {
+        fetched
+    };
     let last_day = Period::containing(PeriodKind::Daily, to);
     let end = cutoff.min(visible(last_day.next(), options.published_at));
     Ok(Plan {
@@ -106,12 +164,85 @@ pub fn plan(config: &Config, options: &Options, now: DateTime<Utc>) -> Result<Pl
         to,
         step: options.step,
         published_at: options.published_at,
-        reports: config.reports.clone(),
-        periods,
+        reports,
+        shown,
+        gaps_only: options.missing,
         units,
         late,
         end,
     })
+}
+
+/// Every period of every backfilled report of `reports` that ends from `from` to `to`.
+fn in_range(reports: &ReportSettings, from: NaiveDate, to: NaiveDate) -> Periods {
+    let mut periods = Periods::new();
+    for report in Report::all().filter(|report| report.is_backfilled(reports)) {
+        for &kind in report.kinds() {
+            periods.insert((report, kind), Period::ending_within(kind, from, to));
+        }
+    }
+    periods
+}
+
+/// `--missing`: the periods no running exporter held, as the state under `storage` records
+/// them, of the backfilled reports of each app (within `--from` and `--to` if given), and the
+/// range they span.
+fn missing(
+    storage: &std::path::Path,
+    apps: &[App],
+    reports: &[ReportSettings],
+    options: &Options,
+    now: DateTime<Utc>,
+) -> Result<(NaiveDate, NaiveDate, Vec<Periods>), String> {
+    if !storage.join("apps").is_dir() {
+        return Err(format!(
+            "--missing: {} holds no exporter state; give the --storage.path of the exporter whose gaps to fill",
+            storage.display()
+        ));
+    }
+    let yesterday = beijing_date(now) - Days::new(1);
+    let from = options.from.unwrap_or(NaiveDate::MIN);
+    let to = options.to.unwrap_or(yesterday);
+    let mut wanted = Vec::new();
+    let (mut first, mut last) = (yesterday, NaiveDate::MIN);
+    for (app, reports) in apps.iter().zip(reports) {
+        let mut periods = Periods::new();
+        for ((report, kind), list) in crate::state::read_gaps(storage, &app.appid) {
+            if !report.is_backfilled(reports) {
+                continue;
+            }
+            let list: Vec<Period> = list
+                .into_iter()
+                .filter(|period| period.start() >= from && period.end() <= to)
+                .collect();
+            for period in &list {
+                first = first.min(period.start());
+                last = last.max(period.end());
+            }
+            periods.insert((report, kind), list);
+        }
+        wanted.push(periods);
+    }
+    if last < first {
+        (first, last) = (yesterday, yesterday);
+    }
+    Ok((first, last, wanted))
+}
+
+/// `periods` with the period after each, where it stops.
+fn with_next(periods: &Periods) -> Periods {
+    periods
+        .iter()
+        .map(|(job, list)| {
+            let mut shown: Vec<Period> = list
+                .iter()
+                .flat_map(|period| [*period, period.next()])
+                .collect();
+            shown.sort();
+            shown.dedup();
+            (*job, shown)
+        })
+        .collect()
 }
 
 /// The days asked for: `--to` (default yesterday) must have ended, `--from` must come before
@@ -124,7 +255,11 @@ fn range(options: &Options, now: DateTime<Utc>) -> Result<(NaiveDate, NaiveDate)
             "--to {to}: that day has not ended in Beijing time; the latest day WeChat can answer is {yesterday}"
         ));
     }
-    let from = options.from;
+    let Some(from) = options.from else {
+        return Err(
+            "--from is needed (or --missing, to fill what the exporter did not hold)".into(),
+        );
+    };
     if from > to {
         return Err(format!("--from {from} is after --to {to}"));
     }
@@ -170,24 +305,14 @@ fn chosen_apps(config: &Config, names: &[String]) -> Result<Vec<App>, String> {
     Ok(chosen)
 }
 
-/// Every call of every enabled report of every app for `periods`, each once; oldest first,
-/// the apps side by side, so that progress is even and a late failure costs little.
-fn units(
-    apps: usize,
-    periods: &BTreeMap<PeriodKind, Vec<Period>>,
-    reports: &ReportSettings,
-) -> Vec<Unit> {
+/// Every call of each app's `periods`, each once; oldest first, the apps side by side, so
+/// that progress is even and a late failure costs little.
+fn units(periods: &[Periods], reports: &[ReportSettings]) -> Vec<Unit> {
     let mut units = BTreeSet::new();
-    for report in Report::all().filter(|report| report.is_backfilled(reports)) {
-        for kind in report.kinds() {
-            for call in report.history_calls(&periods[kind], reports) {
-                for app in 0..apps {
-                    units.insert(Unit {
-                        app,
-                        report,
-                        call: call.clone(),
-                    });
-                }
+    for (app, (periods, reports)) in periods.iter().zip(reports).enumerate() {
+        for (&(report, _), list) in periods {
+            for call in report.history_calls(list, reports) {
+                units.insert(Unit { app, report, call });
             }
         }
     }
@@ -227,11 +352,13 @@ mod tests {
 
     fn options(from: &str, to: Option<&str>) -> Options {
         Options {
-            from: day(from),
+            from: Some(day(from)),
             to: to.map(day),
             apps: Vec::new(),
             step: Duration::from_secs(86_400),
             published_at: default_published_at(),
+            missing: false,
+            dry_run: false,
         }
     }
 
@@ -315,7 +442,10 @@ mod tests {
         .unwrap();
         assert_eq!(plan.to, day("2024-03-10"));
         assert_eq!(
-            plan.periods[&PeriodKind::Daily].last().unwrap().start(),
+            plan.shown[0][&(Report::by_name("visit_trend").unwrap(), PeriodKind::Daily)]
+                .last()
+                .unwrap()
+                .start(),
             day("2024-03-09")
         );
         // Yesterday's 8 daily reports with history (not the portrait) and the week ending

@@ -48,6 +48,12 @@ pub async fn run(
         config.api_base_url,
         plan.fetches()
     );
+    if options.dry_run {
+        for line in plan.calls_by_app() {
+            println!("{line}");
+        }
+        return Ok(Outcome::Complete);
+    }
     let progress = Arc::new(Progress::new(plan.fetches()));
     let drawing = tokio::spawn(draw_progress(progress.clone()));
     let history = fetch(config, plan, Clock::system(), progress.clone()).await;

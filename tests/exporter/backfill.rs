@@ -472,3 +472,146 @@ async fn days_without_data_are_skipped_never_zero_and_bad_flags_exit_2() {
         assert!(stderr.contains(expected), "{list:?}: {stderr}");
     }
 }
+
+/// The `ref_date` of every `wechat_miniprogram_visit_uv` sample of a daily period in an
+/// OpenMetrics file, by app.
+fn daily_ref_dates(history: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in history.lines() {
+        let Some(rest) = line.strip_prefix("wechat_miniprogram_ref_date_timestamp_seconds{") else {
+            continue;
+        };
+        if !rest.contains("report=\"visit_trend\"") || !rest.contains("period=\"daily\"") {
+            continue;
+        }
+        let app = rest
+            .split("app=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value: f64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let day = DateTime::from_timestamp(value as i64, 0).unwrap();
+        found
+            .entry(app.to_string())
+            .or_default()
+            .insert(beijing_date(day).format("%Y%m%d").to_string());
+    }
+    found
+}
+
+#[tokio::test]
+async fn missing_fills_exactly_the_days_the_exporter_was_down_each_call_once_and_a_dry_run_calls_nothing(
+) {
+    use crate::common::{
+        config_toml, config_with_storage, fixed, spawn_manual_simulation, Exporter,
+    };
+    let dir = temp_dir("backfill-missing");
+    let storage = dir.join("state");
+    let (sim, api, clock) = spawn_manual_simulation(two_apps(), beijing("2024-06-05 12:00")).await;
+    let toml = config_toml(&two_apps(), api, "");
+    let config = config_with_storage(&toml, &storage);
+    // Up on the 5th (holding the 4th), down for three days, up again on the 9th (the 8th).
+    for day in ["2024-06-05 12:00", "2024-06-09 12:00"] {
+        clock.set(beijing(day));
+        let app = Exporter::on(&sim, api, &clock)
+            .config(config.clone())
+            .source(fixed(&config))
+            .start()
+            .await;
+        app.settle().await;
+        app.stop().await;
+    }
+    let file = dir.join("config.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let (file, storage_flag) = (file.display().to_string(), storage.display().to_string());
+    let output = dir.join("missing.om");
+    let common_args = [
+        "--config",
+        &file,
+        "--storage.path",
+        &storage_flag,
+        "backfill",
+        "--missing",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+
+    let before = sim.calls().len();
+    let dry = run(args(&[&common_args[..], &["--dry-run"]].concat())).await;
+    let printed = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        sim.calls().len(),
+        before,
+        "a dry run calls nothing, not even a token"
+    );
+    assert!(!output.exists());
+    let total = printed.lines().last().unwrap();
+    assert!(
+        total.starts_with("  total of 2 Mini Program(s): "),
+        "{printed}"
+    );
+
+    let done = run(args(&common_args)).await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let calls: Vec<_> = sim.calls()[before..]
+        .iter()
+        .filter(|call| call.body.is_some())
+        .cloned()
+        .collect();
+    let distinct: BTreeSet<_> = calls
+        .iter()
+        .map(|call| (call.appid.clone(), call.endpoint.clone(), call.body.clone()))
+        .collect();
+    assert_eq!(distinct.len(), calls.len(), "each call made once");
+    let announced: usize = total
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(calls.len(), announced, "the dry run said so: {printed}");
+    // Exactly the calls that fetch the three days (retention asks for the cohorts they
+    // need), and no other period.
+    let days: Vec<Period> = ["20240605", "20240606", "20240607"]
+        .iter()
+        .map(|day| Period::parse_ref_date(day).unwrap())
+        .collect();
+    let reports = ReportSettings::default();
+    let mut expected = BTreeSet::new();
+    for app in two_apps() {
+        for report in Report::all().filter(|report| report.is_backfilled(&reports)) {
+            for call in report.history_calls(&days, &reports) {
+                expected.insert((
+                    Some(app.appid.clone()),
+                    call.endpoint().to_string(),
+                    Some(call.body.clone()),
+                ));
+            }
+        }
+    }
+    assert_eq!(distinct, expected);
+    let history = std::fs::read_to_string(&output).unwrap();
+    let days: BTreeSet<String> = ["20240605", "20240606", "20240607"]
+        .map(String::from)
+        .into();
+    let found = daily_ref_dates(&history);
+    assert_eq!(found.len(), 2, "every app: {found:?}");
+    for (app, dates) in &found {
+        assert_eq!(dates, &days, "{app}");
+    }
+    create_blocks(&output, &dir.join("blocks"));
+}

@@ -41,6 +41,9 @@ use crate::report::Settings as ReportSettings;
 use crate::report::{Held, Report};
 use crate::sink::{Answers, Resume};
 
+mod gaps;
+pub use gaps::{read_gaps, record_gap, Gaps, MAX_GAPS};
+
 /// The version of the files written; files of a later version are ignored.
 pub const FORMAT: u32 = 1;
 
@@ -92,6 +95,8 @@ pub struct Loaded {
     pub newer: BTreeMap<(Report, PeriodKind), Period>,
     /// What it learned of publication hours.
     pub habits: Habits,
+    /// The periods no running exporter held.
+    pub gaps: Gaps,
 }
 
 impl Loaded {
@@ -289,6 +294,7 @@ impl StateDir {
                 }
             }
         }
+        loaded.gaps = read_gaps(&self.root, appid);
         let path = dir.join("publication.json");
         if let Some(text) = read(&path) {
             match serde_json::from_slice::<HabitsFile>(&text) {
