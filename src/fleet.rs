@@ -118,6 +118,7 @@ impl Fleet {
                 }
             }
         };
+        self.store.set_calendar(&config.calendar);
         let changes = self.reconcile(&mut current, config, restart_all);
         self.store
             .self_metrics()

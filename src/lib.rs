@@ -14,7 +14,8 @@
 //! - [`clock`]: injectable time. [`domain`]: what the core knows of an app (its name, an
 //!   [`domain::AppId`] parsed once, its token source, its secret that redacts itself), the
 //!   shard and the polling settings (with the backoff). [`period`]: the Beijing-time
-//!   calendar (days, natural weeks and months).
+//!   calendar (days, natural weeks and months). [`calendar`]: China's working calendar
+//!   (public holidays, make-up workdays), built in and extended by `calendar.file`.
 //! - [`wechat`]: the API client, tokens, errors and what every answer shares on the wire.
 //! - [`exposition`]: the small interface every family writes its samples through.
 //!   [`gzip`]: the cached exposition compressed once, with a per-scrape tail appended.
@@ -78,6 +79,7 @@
 #![forbid(unsafe_code)]
 
 // In flow order (each group is kept as written).
+pub mod calendar;
 pub mod clock;
 pub mod domain;
 pub mod period;

@@ -20,31 +20,43 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::calendar::{Calendar, DayKind};
 use crate::domain::{App, Shard};
 use crate::exposition::{Exposition, Samples, Spill, Text};
+use crate::period::{beijing_date, PeriodKind};
 use crate::report::{AppData, Report, State};
 use crate::wechat::client::Observer;
 use crate::wechat::wire::Tally;
 use crate::wechat::WeChatError;
 
 /// Writes the exposition of every app's held data, then `self_metrics`, into `out`.
-pub fn render(apps: &[&AppData], self_metrics: &SelfMetrics, out: &mut String) {
+pub fn render(
+    apps: &[&AppData],
+    calendar: &Calendar,
+    self_metrics: &SelfMetrics,
+    out: &mut String,
+) {
     {
         let mut text = Text::new(out);
-        render_data(apps, &mut text);
-        render_health(apps, &mut text);
+        render_data(apps, calendar, &mut text);
+        render_health(apps, calendar, &mut text);
     }
     self_metrics.render(apps, out);
 }
 
 /// As [`render`], handing the text to `spill` piece by piece (the last piece included), so
 /// that the whole text is never held.
-pub fn render_spilling(apps: &[&AppData], self_metrics: &SelfMetrics, spill: Spill<'_>) {
+pub fn render_spilling(
+    apps: &[&AppData],
+    calendar: &Calendar,
+    self_metrics: &SelfMetrics,
+    spill: Spill<'_>,
+) {
     let mut out = String::with_capacity(512 << 10);
     {
         let mut text = Text::spilling(&mut out, &mut *spill);
-        render_data(apps, &mut text);
-        render_health(apps, &mut text);
+        render_data(apps, calendar, &mut text);
+        render_health(apps, calendar, &mut text);
     }
     spill(&mut out);
     self_metrics.render(apps, &mut out);
@@ -53,11 +65,47 @@ pub fn render_spilling(apps: &[&AppData], self_metrics: &SelfMetrics, spill: Spi
 
 /// Writes the families that carry WeChat's data (and the period each report holds), without
 /// the exporter's health: what `backfill` writes for past periods.
-pub fn render_data(apps: &[&AppData], out: &mut dyn Exposition) {
+pub fn render_data(apps: &[&AppData], calendar: &Calendar, out: &mut dyn Exposition) {
     for report in Report::all() {
         report.render(apps, out);
     }
     render_ref_dates(apps, out);
+    render_days(apps, calendar, out);
+}
+
+/// The kind of the newest day each app exports, from China's working calendar, as a state
+/// set (every kind always there, so that a query over a window sees the latest, not the
+/// day before), with the holiday's name beside it: what the drop alert compares like with
+/// like by, on the same timestamps as the data.
+fn render_days(apps: &[&AppData], calendar: &Calendar, out: &mut dyn Exposition) {
+    let days: Vec<(&AppData, DayKind, Option<&str>)> = apps
+        .iter()
+        .filter_map(|app| {
+            let newest = app
+                .held
+                .iter()
+                .filter(|((_, kind), _)| *kind == PeriodKind::Daily)
+                .map(|(_, held)| held.period)
+                .max()?;
+            let (kind, name) = calendar.day(newest.start());
+            Some((*app, kind, name))
+        })
+        .collect();
+    out.family("wechat_miniprogram_calendar_day",
+        "The kind of the newest day (period=\"daily\") the app exports, in China's working calendar, as a state set (exactly one kind is 1): workday, weekend, holiday, or makeup_workday (a weekend day declared a working day, 调休上班).".into());
+    for (app, kind, _) in &days {
+        for each in DayKind::ALL {
+            let value = if each == *kind { 1.0 } else { 0.0 };
+            let labels = [("period", "daily"), ("kind", each.as_str())];
+            Samples::new(out, &app.appid, &app.name).sample(&labels, value);
+        }
+    }
+    out.family("wechat_miniprogram_calendar_holiday_info",
+        "The public holiday the newest day (period=\"daily\") the app exports belongs to (a day off, or a make-up workday for it), by name; holiday=\"\" on other days. Always 1.".into());
+    for (app, _, name) in &days {
+        let labels = [("period", "daily"), ("holiday", name.unwrap_or(""))];
+        Samples::new(out, &app.appid, &app.name).sample(&labels, 1.0);
+    }
 }
 
 /// One sample per (app, report, kind) held: `value` of the held period.
@@ -80,7 +128,15 @@ fn render_ref_dates(apps: &[&AppData], out: &mut dyn Exposition) {
     });
 }
 
-fn render_health(apps: &[&AppData], out: &mut dyn Exposition) {
+fn render_health(apps: &[&AppData], calendar: &Calendar, out: &mut dyn Exposition) {
+    out.family("wechat_miniprogram_exporter_calendar_year_covered",
+        "Whether the calendar (built in, and calendar.file) knows the public holidays of this Beijing year, and from December of the next (1), or not (0: add the year with calendar.file).".into());
+    let today = beijing_date(chrono::Utc::now());
+    for year in Calendar::years_needed(today) {
+        let covered = if calendar.covers(year) { 1.0 } else { 0.0 };
+        out.sample(&[], &[("year", &year.to_string())], covered);
+    }
+
     out.family(
         "wechat_miniprogram_last_success_timestamp_seconds",
         "When the exported period of this report was fetched from WeChat (Unix time).".into(),
@@ -440,7 +496,7 @@ mod tests {
 
     fn rendered(apps: &[&AppData]) -> String {
         let mut out = String::new();
-        render(apps, &SelfMetrics::new(), &mut out);
+        render(apps, &Calendar::default(), &SelfMetrics::new(), &mut out);
         out
     }
 

@@ -128,6 +128,8 @@ impl Control {
         let candidate = Current { config, discovery };
         match self.apply(&candidate) {
             Ok(changes) => {
+                let today = crate::period::beijing_date(chrono::Utc::now());
+                candidate.config.calendar.warn_if_uncovered(today);
                 *current = candidate;
                 // A person may have granted a refused permission: those reports ask again.
                 self.fleet.ask_unauthorized_again();

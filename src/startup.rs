@@ -85,6 +85,9 @@ pub async fn start(start: Start) -> Result<Running, String> {
     let tls = web.as_ref().is_some_and(|web| web.current().tls.is_some());
     tracing::info!(address = %address, apps = config.apps.len(), tls, version = env!("CARGO_PKG_VERSION"), "serving {}", config.web.telemetry_path);
     let store = store(&config)?;
+    config
+        .calendar
+        .warn_if_uncovered(crate::period::beijing_date(chrono::Utc::now()));
     let fleet = Arc::new(Fleet::new(store.clone(), clock.clone()));
     let (stop, stopped) = watch::channel(false);
     if let Some(web) = &web {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::calendar::Calendar;
 use crate::domain::App;
 use crate::metrics::{render, render_spilling, SelfMetrics};
 use crate::period::PeriodKind;
@@ -39,6 +40,8 @@ pub struct Store {
 struct State {
     apps: BTreeMap<String, Entry>,
     names: HashMap<AppSlot, String>,
+    /// The calendar the kind of each exported day is told from.
+    calendar: Arc<Calendar>,
 }
 
 /// One app: what is exported, and beside it what the pages show and the poller resumes from.
@@ -216,6 +219,15 @@ impl Store {
         });
     }
 
+    /// Tells the kind of each exported day from `calendar` (the configuration's).
+    pub fn set_calendar(&self, calendar: &Arc<Calendar>) {
+        let same = Arc::ptr_eq(&self.state.read().expect("store lock").calendar, calendar)
+            || *self.state.read().expect("store lock").calendar == **calendar;
+        if !same {
+            self.write(|state| state.calendar = calendar.clone());
+        }
+    }
+
     /// Gives the app in `slot` the labels of `app` (changed by a reload).
     pub fn relabel(&self, slot: AppSlot, app: &App) {
         self.write_app(slot, |data, _| {
@@ -373,7 +385,12 @@ impl Store {
     fn text(&self, size: usize) -> Bytes {
         let mut text = String::with_capacity(size + 4096);
         let state = self.state.read().expect("store lock");
-        render(&state.data(), &self.self_metrics, &mut text);
+        render(
+            &state.data(),
+            &state.calendar,
+            &self.self_metrics,
+            &mut text,
+        );
         Bytes::from(text)
     }
 
@@ -385,7 +402,12 @@ impl Store {
             text.clear();
         };
         let state = self.state.read().expect("store lock");
-        render_spilling(&state.data(), &self.self_metrics, &mut spill);
+        render_spilling(
+            &state.data(),
+            &state.calendar,
+            &self.self_metrics,
+            &mut spill,
+        );
         builder.head()
     }
 

@@ -235,7 +235,7 @@ impl History {
             let until = events.get(index).map_or(self.plan.end, |next| next.0);
             let until = until.min(self.plan.end);
             let span = families.during(at.timestamp(), until.timestamp());
-            render_data(&[&state], span);
+            render_data(&[&state], &self.plan.calendar, span);
         }
     }
 

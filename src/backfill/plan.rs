@@ -45,6 +45,8 @@ pub struct Plan {
     pub(super) shown: Vec<Periods>,
     /// `--missing`: a period not fetched ends the one before (it is not shown on).
     pub(super) gaps_only: bool,
+    /// The calendar each day's kind is told from.
+    pub(super) calendar: std::sync::Arc<crate::calendar::Calendar>,
     /// Every call, each once, oldest first.
     pub(super) units: Vec<Unit>,
     /// (app, report, period)s of the range published after the cutoff.
@@ -167,6 +169,7 @@ pub fn plan(config: &Config, options: &Options, now: DateTime<Utc>) -> Result<Pl
         reports,
         shown,
         gaps_only: options.missing,
+        calendar: config.calendar.clone(),
         units,
         late,
         end,

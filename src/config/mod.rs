@@ -57,6 +57,8 @@ pub struct Config {
     pub apps: Vec<App>,
     /// What apps set of their own over `[reports]`, by app name.
     pub app_reports: BTreeMap<String, ReportOverrides>,
+    /// China's working calendar: built in, with `calendar.file` over it.
+    pub calendar: std::sync::Arc<crate::calendar::Calendar>,
     /// Which share of the apps this instance polls (set from the command line).
     pub shard: Shard,
     /// How `/metrics` is served (set from the command line).

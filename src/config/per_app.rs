@@ -24,12 +24,14 @@ pub const RESERVED_LABELS: &[&str] = &[
     "dimension",
     "endpoint",
     "errcode",
+    "holiday",
     "error_id",
     "error_type",
     "indicator",
     "instance",
     "job",
     "key",
+    "kind",
     "lag",
     "le",
     "message",
@@ -48,6 +50,7 @@ pub const RESERVED_LABELS: &[&str] = &[
     "status",
     "total_shards",
     "version",
+    "year",
 ];
 
 /// `raw` (the app's `reports` table, under `key`) as overrides: each key it sets, checked

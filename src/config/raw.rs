@@ -58,7 +58,14 @@ pub(super) struct RawConfig {
     pub(super) polling: RawPolling,
     pub(super) reports: RawReports,
     pub(super) discovery: RawDiscovery,
+    pub(super) calendar: RawCalendar,
     pub(super) apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCalendar {
+    pub(super) file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +168,7 @@ impl Default for RawConfig {
                 bearer_token_file: String::new(),
                 refresh_interval: "5m".into(),
             },
+            calendar: RawCalendar::default(),
             apps: BTreeMap::new(),
         }
     }

@@ -312,3 +312,30 @@ fn an_app_has_labels_of_its_own_and_reserved_or_invalid_ones_are_refused() {
     );
     assert!(found[3].contains("own series"), "{}", found[3]);
 }
+
+#[test]
+fn a_calendar_file_is_read_and_a_bad_one_is_named() {
+    let dir = std::env::temp_dir().join(format!("wme-calendar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, "- {date: 2027-01-01, kind: holiday, name: 元旦}\n").unwrap();
+    let config =
+        Config::from_toml(&format!("[calendar]\nfile = \"{}\"\n{APP}", good.display())).unwrap();
+    assert!(config.calendar.covers(2027));
+    assert!(!Config::from_toml(APP).unwrap().calendar.covers(2027));
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "- {date: 2027-01-01, kind: feast}\n").unwrap();
+    let found = problems(&format!("[calendar]\nfile = \"{}\"\n{APP}", bad.display()));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("calendar.file: "), "{found:?}");
+    assert!(found[0].contains("kind \"feast\""), "{found:?}");
+    let missing = problems(&format!(
+        "[calendar]\nfile = \"{}\"\n{APP}",
+        dir.join("none.yaml").display()
+    ));
+    assert!(
+        missing[0].starts_with("calendar.file: cannot read"),
+        "{missing:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

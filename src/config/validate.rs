@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::calendar::Calendar;
 use crate::domain::{Polling, Shard};
 use crate::report::{Report, ReportSet, Settings as ReportSettings};
 
@@ -17,6 +18,7 @@ impl RawConfig {
         let polling = self.polling.validate(&mut problems);
         let reports = self.reports.validate(&mut problems);
         let discovery = self.discovery.validate(&mut problems);
+        let calendar = self.calendar.validate(&mut problems);
         if self.apps.is_empty() && !discovery.is_configured() {
             problems.add(
                 "apps",
@@ -40,11 +42,38 @@ impl RawConfig {
             reports,
             apps,
             app_reports,
+            calendar,
             shard,
             web: Web::default(),
             discovery,
             storage: None,
         })
+    }
+}
+
+impl RawCalendar {
+    /// The built-in calendar, with the days of `calendar.file` over it.
+    pub(super) fn validate(&self, problems: &mut Problems) -> std::sync::Arc<Calendar> {
+        let file = self.file.trim();
+        if file.is_empty() {
+            return std::sync::Arc::new(Calendar::default());
+        }
+        let text = match std::fs::metadata(file) {
+            Ok(metadata) if metadata.len() > 4 << 20 => Err("is larger than 4 MiB".to_string()),
+            Ok(_) => std::fs::read_to_string(file)
+                .map_err(|error| format!("cannot read {file}: {error}")),
+            Err(error) => Err(format!("cannot read {file}: {error}")),
+        };
+        let calendar = text.and_then(|text| {
+            Calendar::with_file(&text).map_err(|found| format!("{file}: {}", found.join("; ")))
+        });
+        match calendar {
+            Ok(calendar) => std::sync::Arc::new(calendar),
+            Err(problem) => {
+                problems.add("calendar.file", problem);
+                std::sync::Arc::new(Calendar::default())
+            }
+        }
     }
 }
 

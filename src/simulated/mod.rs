@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Weekday};
+
+use crate::calendar::DayKind;
 
 pub mod model;
 
@@ -59,6 +61,47 @@ pub struct SimApp {
     pub late: BTreeMap<NaiveDate, u32>,
     /// How its portrait answers write the `ref_date` of 7 and 30 days.
     pub portrait_ref_date: RefDateForm,
+    /// How its traffic follows China's working calendar.
+    pub profile: Profile,
+}
+
+/// How an app's traffic follows the kind of day (China's working calendar).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// A weekly rhythm only, busier at the weekend; holidays change nothing.
+    #[default]
+    Plain,
+    /// Used at work: weekends and holidays fall to less than half, make-up workdays are
+    /// workdays.
+    Business,
+    /// Used in leisure time: weekends are busier, holidays busier still.
+    Leisure,
+}
+
+impl Profile {
+    /// The visitors of a day of `kind` on `weekday`, against a Thursday's.
+    pub fn factor(self, kind: DayKind, weekday: Weekday) -> f64 {
+        let rhythm = match weekday {
+            Weekday::Mon => 0.94,
+            Weekday::Tue => 0.96,
+            Weekday::Wed => 0.98,
+            Weekday::Thu => 1.0,
+            Weekday::Fri => 1.06,
+            Weekday::Sat => 1.22,
+            Weekday::Sun => 1.16,
+        };
+        match (self, kind) {
+            (Profile::Plain, _) => rhythm,
+            (Profile::Business, DayKind::Workday) => rhythm.min(1.06),
+            (Profile::Business, DayKind::MakeupWorkday) => 0.95,
+            (Profile::Business, DayKind::Weekend) => 0.45,
+            (Profile::Business, DayKind::Holiday) => 0.35,
+            (Profile::Leisure, DayKind::Workday) => rhythm.min(1.06),
+            (Profile::Leisure, DayKind::MakeupWorkday) => 0.92,
+            (Profile::Leisure, DayKind::Weekend) => 1.35,
+            (Profile::Leisure, DayKind::Holiday) => 1.7,
+        }
+    }
 }
 
 impl SimApp {
@@ -77,16 +120,20 @@ impl SimApp {
             publish_spread: 0,
             late: BTreeMap::new(),
             portrait_ref_date: RefDateForm::FirstDay,
+            profile: Profile::Plain,
         }
     }
 }
 
-/// The three Mini Programs of the demo.
+/// The three Mini Programs of the demo: a shop used in leisure time, a news app used at
+/// work, and a ticket app on a plain weekly rhythm.
 pub fn demo_apps() -> Vec<SimApp> {
     let mut shop = SimApp::new("shop", "wx5a1e0c2b7d9f3e41", "demo-secret-shop", 52_000.0);
     shop.not_ready = NotReady::EmptyList;
+    shop.profile = Profile::Leisure;
     let mut news = SimApp::new("news", "wx7c3d9e1f0a2b4c65", "demo-secret-news", 180_000.0);
     news.not_ready = NotReady::Errcode;
+    news.profile = Profile::Business;
     news.portrait_ref_date = RefDateForm::Range;
     let mut tickets = SimApp::new(
         "tickets",

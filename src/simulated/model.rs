@@ -5,10 +5,14 @@
 //! (in its own module, `crate::report`) is built from these figures, so that distributions
 //! and pages add up to the day's totals. Nothing here knows about HTTP or reports.
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use serde_json::Value;
 
 use super::{NotReady, SimApp};
+use crate::calendar::Calendar;
+
+/// The calendar the simulated traffic follows: the built-in years.
+static CALENDAR: std::sync::LazyLock<Calendar> = std::sync::LazyLock::new(Calendar::default);
 use crate::period::{beijing_date, Period, PeriodKind};
 
 /// Why the simulated API refuses a request: WeChat's errcode and message.
@@ -155,15 +159,8 @@ impl Model<'_> {
     /// The figures of one day.
     pub fn day(&self, date: NaiveDate) -> Day {
         let appid = self.app.appid.as_str();
-        let weekday = match date.weekday() {
-            Weekday::Mon => 0.94,
-            Weekday::Tue => 0.96,
-            Weekday::Wed => 0.98,
-            Weekday::Thu => 1.0,
-            Weekday::Fri => 1.06,
-            Weekday::Sat => 1.22,
-            Weekday::Sun => 1.16,
-        };
+        let (kind, _) = CALENDAR.day(date);
+        let weekday = self.app.profile.factor(kind, date.weekday());
         let days = (date - self.app.since).num_days().max(0) as f64;
         let growth = 1.0 + 0.0008 * days;
         let dip = self.app.dips.get(&date).copied().unwrap_or(1.0);

@@ -31,7 +31,7 @@ pub mod faults;
 mod tokens;
 
 pub use crate::simulated::model::{self, Model};
-pub use crate::simulated::{demo_apps, generated_apps, NotReady, RefDateForm, SimApp};
+pub use crate::simulated::{demo_apps, generated_apps, NotReady, Profile, RefDateForm, SimApp};
 pub use faults::{Call, Fault};
 
 /// The exporter's configuration for `apps` behind the simulated API at `api`.

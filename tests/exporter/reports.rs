@@ -620,3 +620,101 @@ async fn a_week_costs_the_calls_the_readme_lists() {
     .collect();
     assert_eq!(per_endpoint, expected);
 }
+
+#[tokio::test]
+async fn each_exported_day_has_its_kind_in_the_calendar_and_a_calendar_file_is_applied() {
+    // 2025-01-31, the Spring Festival's fourth day, is exported on 2025-02-01.
+    let app = Exporter::new(two_apps(), beijing("2025-02-01 12:00"))
+        .start()
+        .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    common::prometheus::check_metrics(&metrics);
+    let kind = |metrics: &str, kind: &str| {
+        let labels = [("app", "shop"), ("period", "daily"), ("kind", kind)];
+        sample(metrics, "wechat_miniprogram_calendar_day", &labels)
+    };
+    assert_eq!(kind(&metrics, "holiday"), Some(1.0));
+    assert_eq!(kind(&metrics, "workday"), Some(0.0));
+    let labels = [("app", "shop"), ("holiday", "春节")];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_calendar_holiday_info",
+            &labels
+        ),
+        Some(1.0)
+    );
+
+    // A calendar file: 2024-06-04 made a company holiday, and every year the exporter needs
+    // now covered.
+    let dir = common::prometheus::temp_dir("calendar-file");
+    let file = dir.join("calendar.yaml");
+    let today = wechat_miniprogram_exporter::period::beijing_date(chrono::Utc::now());
+    let mut days = String::from("- {date: 2024-06-04, kind: holiday, name: company day}\n");
+    for year in wechat_miniprogram_exporter::calendar::Calendar::years_needed(today) {
+        days.push_str(&format!(
+            "- {{date: {year}-01-01, kind: holiday, name: 元旦}}\n"
+        ));
+    }
+    std::fs::write(&file, days).unwrap();
+    let extra = format!("[calendar]\nfile = \"{}\"\n", file.display());
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .toml(&extra)
+        .start()
+        .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    assert_eq!(
+        kind(&metrics, "holiday"),
+        Some(1.0),
+        "2024-06-04 from the file"
+    );
+    let labels = [("app", "shop"), ("holiday", "company day")];
+    assert_eq!(
+        sample(
+            &metrics,
+            "wechat_miniprogram_calendar_holiday_info",
+            &labels
+        ),
+        Some(1.0)
+    );
+    for line in series(
+        &metrics,
+        "wechat_miniprogram_exporter_calendar_year_covered",
+    ) {
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+    assert!(!app.logs.text().contains("the calendar does not know"));
+}
+
+#[tokio::test]
+async fn a_year_the_calendar_does_not_cover_is_warned_of_and_exported_as_zero() {
+    let app = Exporter::new(two_apps(), beijing("2024-06-05 12:00"))
+        .start()
+        .await;
+    app.settle().await;
+    let metrics = app.scrape().await;
+    let today = wechat_miniprogram_exporter::period::beijing_date(chrono::Utc::now());
+    let calendar = wechat_miniprogram_exporter::calendar::Calendar::default();
+    for year in wechat_miniprogram_exporter::calendar::Calendar::years_needed(today) {
+        let year_label = year.to_string();
+        let covered = sample(
+            &metrics,
+            "wechat_miniprogram_exporter_calendar_year_covered",
+            &[("year", &year_label)],
+        );
+        assert_eq!(
+            covered,
+            Some(if calendar.covers(year) { 1.0 } else { 0.0 }),
+            "{year}"
+        );
+        let warned = app
+            .logs
+            .text()
+            .contains(&format!("does not know the public holidays of {year}"));
+        assert_eq!(warned, !calendar.covers(year), "{year}");
+    }
+    // A year far out is never covered by the built-in table: the check can fail.
+    assert!(!calendar.covers(2099));
+}

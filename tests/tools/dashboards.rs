@@ -411,7 +411,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
         .iter()
         .filter(|f| f.starts_with("process_"))
         .count();
-    assert_eq!(families.len() - process, 49, "{families:?}");
+    assert_eq!(families.len() - process, 52, "{families:?}");
     assert_eq!(process, 7, "{families:?}");
     let missing: Vec<&&str> = families
         .iter()
