@@ -6,7 +6,7 @@
 //! are. Nothing here calls WeChat.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::{Duration, Instant};
@@ -30,6 +30,13 @@ pub struct Store {
     generation: AtomicU64,
     self_metrics: Arc<SelfMetrics>,
     rendered: Mutex<Option<Rendered>>,
+    /// The newest compressed rendering and its version, readable while the next one is
+    /// being rendered (see [`Store::exposition_now`]).
+    last_gzip: Mutex<Option<((u64, u64), crate::gzip::Head)>>,
+    /// A large exposition is being rendered off the scrape path.
+    rendering_aside: AtomicBool,
+    /// From what size an outdated gzip rendering is served ([`RENDER_ASIDE`]).
+    render_aside: std::sync::atomic::AtomicUsize,
     /// Where the state is kept across restarts, if anywhere.
     disk: Option<StateDir>,
     next_slot: AtomicU64,
@@ -58,11 +65,6 @@ impl State {
 
     fn get_mut(&mut self, slot: AppSlot) -> Option<&mut Entry> {
         self.apps.get_mut(self.names.get(&slot)?)
-    }
-
-    /// What is exported of every app, in the order of their names.
-    fn data(&self) -> Vec<&AppData> {
-        self.apps.values().map(|entry| &entry.data).collect()
     }
 }
 
@@ -110,6 +112,11 @@ impl Rendered {
     }
 }
 
+/// The uncompressed size from which an outdated exposition is served while the new one is
+/// rendered off the scrape path (about 20 apps with every report; rendering this much takes
+/// a few milliseconds).
+pub const RENDER_ASIDE: usize = 1 << 20;
+
 /// How long the text of the exposition is kept after the last scrape that asked for it
 /// uncompressed: scrapers that ask for gzip alone never make the exporter hold it.
 const TEXT_KEPT: Duration = Duration::from_secs(60);
@@ -148,6 +155,9 @@ impl Store {
             generation: AtomicU64::new(1),
             self_metrics,
             rendered: Mutex::new(None),
+            last_gzip: Mutex::new(None),
+            rendering_aside: AtomicBool::new(false),
+            render_aside: std::sync::atomic::AtomicUsize::new(RENDER_ASIDE),
             disk,
             next_slot: AtomicU64::new(0),
         }
@@ -299,6 +309,46 @@ impl Store {
         &self.self_metrics
     }
 
+    /// As [`Store::exposition`], never waiting for a large rendering: when the state changed
+    /// since the last gzip rendering and that one is over [`RENDER_ASIDE`] (a large fleet
+    /// while a round fills the store), the scrape gets it, with the process metrics read
+    /// now, and the new one is rendered off the scrape path, one at a time (renders are
+    /// coalesced: changes that come meanwhile go into the next). A small exposition is
+    /// rendered at once, as are text scrapes.
+    pub fn exposition_now(self: &Arc<Self>, gzip: bool) -> Vec<Bytes> {
+        if gzip {
+            if let Some(parts) = self.gzip_aside() {
+                return parts;
+            }
+        }
+        self.exposition(gzip)
+    }
+
+    /// The last gzip rendering with a fresh tail, if it is large and outdated; a rendering
+    /// of the new version is started off the scrape path if none is under way.
+    fn gzip_aside(self: &Arc<Self>) -> Option<Vec<Bytes>> {
+        let version = (
+            self.generation.load(Ordering::Acquire),
+            self.self_metrics.changes(),
+        );
+        let (kept, head) = self.last_gzip.lock().expect("render lock").clone()?;
+        let aside = self.render_aside.load(Ordering::Relaxed);
+        if kept == version || (head.text_length() as usize) < aside {
+            return None;
+        }
+        if !self.rendering_aside.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            std::thread::spawn(move || {
+                store.exposition(true);
+                store.rendering_aside.store(false, Ordering::Release);
+            });
+        }
+        let mut tail = String::new();
+        self.self_metrics.render_process(&mut tail);
+        let end = crate::gzip::finish(&head, tail.as_bytes());
+        Some(vec![head.bytes.clone(), Bytes::from(end)])
+    }
+
     /// The exposition in parts, gzipped if asked: the data, health and the exporter's
     /// counters rendered once per change, then the process metrics read now. Gzipped, the
     /// first part is compressed as it is rendered (the text is never held whole) and the
@@ -377,20 +427,30 @@ impl Store {
             .gzip_end
             .get_or_insert_with(|| Bytes::from(crate::gzip::finish(&head, &tail.text)));
         let parts = vec![head.bytes.clone(), end.clone()];
+        *self.last_gzip.lock().expect("render lock") = Some((current.version, head.clone()));
         current.gzip = Some(head);
         parts
+    }
+
+    /// A copy of what is rendered, taken under the lock and rendered after it: the pollers
+    /// (on the runtime's threads) never wait for a rendering to hand on what they fetched.
+    /// The snapshots themselves are shared, not copied.
+    fn copy(&self) -> (Vec<AppData>, Arc<Calendar>) {
+        let state = self.state.read().expect("store lock");
+        let apps = state
+            .apps
+            .values()
+            .map(|entry| entry.data.clone())
+            .collect();
+        (apps, state.calendar.clone())
     }
 
     /// The exposition as text, in a buffer of about `size` bytes.
     fn text(&self, size: usize) -> Bytes {
         let mut text = String::with_capacity(size + 4096);
-        let state = self.state.read().expect("store lock");
-        render(
-            &state.data(),
-            &state.calendar,
-            &self.self_metrics,
-            &mut text,
-        );
+        let (apps, calendar) = self.copy();
+        let apps: Vec<&AppData> = apps.iter().collect();
+        render(&apps, &calendar, &self.self_metrics, &mut text);
         Bytes::from(text)
     }
 
@@ -401,13 +461,9 @@ impl Store {
             builder.write(text.as_bytes());
             text.clear();
         };
-        let state = self.state.read().expect("store lock");
-        render_spilling(
-            &state.data(),
-            &state.calendar,
-            &self.self_metrics,
-            &mut spill,
-        );
+        let (apps, calendar) = self.copy();
+        let apps: Vec<&AppData> = apps.iter().collect();
+        render_spilling(&apps, &calendar, &self.self_metrics, &mut spill);
         builder.head()
     }
 
@@ -533,6 +589,34 @@ mod tests {
             labels: Vec::new(),
         };
         Store::new(&[app], Arc::new(SelfMetrics::new()))
+    }
+
+    #[test]
+    fn a_large_outdated_rendering_is_served_while_the_next_is_rendered_aside() {
+        let store = Arc::new(store());
+        store.render_aside.store(0, Ordering::Relaxed);
+        let first = store.exposition_now(true)[0].clone();
+        store.up(AppSlot(0), false);
+        // The change is not waited for: the last rendering comes back at once...
+        assert_eq!(store.exposition_now(true)[0].as_ptr(), first.as_ptr());
+        // ...and the new one follows, rendered off the scrape path.
+        let started = Instant::now();
+        while store.exposition_now(true)[0].as_ptr() == first.as_ptr() {
+            assert!(started.elapsed() < Duration::from_secs(5), "never rendered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&store.metrics(true)[..]),
+            &mut text,
+        )
+        .unwrap();
+        assert!(text.contains("wechat_miniprogram_up{appid=\"wx1234567890abcdef\",app=\"shop\"} 0"));
+        // Small expositions are rendered at once, as before.
+        store.render_aside.store(RENDER_ASIDE, Ordering::Relaxed);
+        let before = store.exposition_now(true)[0].clone();
+        store.up(AppSlot(0), true);
+        assert_ne!(store.exposition_now(true)[0].as_ptr(), before.as_ptr());
     }
 
     #[test]

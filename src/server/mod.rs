@@ -116,7 +116,7 @@ async fn reload_now(
 
 async fn metrics(State((store, _)): State<Shared>, headers: HeaderMap) -> Response {
     let gzip = accepts_gzip(&headers);
-    let parts = match tokio::task::spawn_blocking(move || store.exposition(gzip)).await {
+    let parts = match tokio::task::spawn_blocking(move || store.exposition_now(gzip)).await {
         Ok(parts) => parts,
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response(),
     };
