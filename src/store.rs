@@ -231,8 +231,7 @@ impl Store {
 
     /// Tells the kind of each exported day from `calendar` (the configuration's).
     pub fn set_calendar(&self, calendar: &Arc<Calendar>) {
-        let same = Arc::ptr_eq(&self.state.read().expect("store lock").calendar, calendar)
-            || *self.state.read().expect("store lock").calendar == **calendar;
+        let same = *self.state.read().expect("store lock").calendar == **calendar;
         if !same {
             self.write(|state| state.calendar = calendar.clone());
         }
@@ -240,11 +239,7 @@ impl Store {
 
     /// Gives the app in `slot` the labels of `app` (changed by a reload).
     pub fn relabel(&self, slot: AppSlot, app: &App) {
-        self.write_app(slot, |data, _| {
-            if data.labels != app.labels {
-                data.labels = app.labels.clone();
-            }
-        });
+        self.write_app(slot, |data, _| data.labels = app.labels.clone());
     }
 
     /// Forgets what the app in `slot` holds of reports `reports` no longer enables, and
