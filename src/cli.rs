@@ -17,7 +17,7 @@ use crate::logging::{LogFormat, LogLevel};
 
 /// Exports WeChat Mini Program analytics (datacube) as Prometheus metrics.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = version(), about)]
 pub struct Cli {
     /// Configuration file (TOML); every key can also be set as WECHAT_MINIPROGRAM_<KEY>.
     #[arg(long, global = true, value_name = "FILE")]
@@ -150,6 +150,26 @@ pub struct SimulateArgs {
     /// Write the exporter's configuration for every simulated app to FILE.
     #[arg(long = "config-out", value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+}
+
+/// The version, the commit it was built from when known and the build date, as the official
+/// exporters print them: `0.1.0 (revision: 9691a3d…, build date: 20261202-04:10:00)`.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let revision = option_env!("EXPORTER_BUILD_REVISION").unwrap_or("unknown");
+        let built = env!("EXPORTER_BUILD_EPOCH")
+            .parse()
+            .ok()
+            .and_then(|epoch| chrono::DateTime::from_timestamp(epoch, 0))
+            .map_or("unknown".to_string(), |at| {
+                at.format("%Y%m%d-%H:%M:%S").to_string()
+            });
+        format!(
+            "{} (revision: {revision}, build date: {built})",
+            env!("CARGO_PKG_VERSION")
+        )
+    });
+    &VERSION
 }
 
 fn date(text: &str) -> Result<NaiveDate, String> {

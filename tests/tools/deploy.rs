@@ -111,10 +111,17 @@ fn the_dockerfile_passes_hadolint_and_builds_a_non_root_image_on_the_default_por
         .any(|line| line.trim_start().starts_with("HEALTHCHECK")));
     // The build context holds what the build copies, and nothing else.
     let ignore = std::fs::read_to_string(".dockerignore").unwrap();
-    for needed in ["!Cargo.toml", "!Cargo.lock", "!src"] {
+    for needed in ["!Cargo.toml", "!Cargo.lock", "!build.rs", "!src"] {
         assert!(ignore.lines().any(|line| line == needed), "{needed}");
     }
     assert!(ignore.lines().any(|line| line == "*"));
+    // The image's version label is the crate's, as `--version` prints it (scripts/test-image
+    // builds the image and checks the label against the binary inside).
+    let label = format!(
+        "org.opencontainers.image.version=\"{}\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(dockerfile.contains(&label), "the Dockerfile has no {label}");
 }
 
 #[test]
@@ -555,9 +562,13 @@ fn the_chart_ships_the_bundled_rules_and_dashboards_unchanged() {
         rule["metadata"]["labels"]["release"],
         "kube-prometheus-stack"
     );
+    let endpoint = &of_kind(&documents, "ServiceMonitor")[0]["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "http");
+    // The job the mixin's default selector (job=~"wechat-miniprogram|") reads, as compose's.
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "job");
     assert_eq!(
-        of_kind(&documents, "ServiceMonitor")[0]["spec"]["endpoints"][0]["port"],
-        "http"
+        endpoint["relabelings"][0]["replacement"],
+        "wechat-miniprogram"
     );
 
     // The dashboards' ConfigMap holds every bundled dashboard, byte for byte.
