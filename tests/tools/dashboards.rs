@@ -19,7 +19,7 @@ use common::{beijing, two_apps};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::simulation::Fault;
 
-const DASHBOARDS: [&str; 7] = [
+pub(crate) const DASHBOARDS: [&str; 7] = [
     "overview",
     "retention",
     "sources",
@@ -46,7 +46,7 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 }
 
 /// (panel title, expr, instant) of every query of every dashboard.
-fn queries() -> Vec<(String, String, bool)> {
+pub(crate) fn queries() -> Vec<(String, String, bool)> {
     let mut all = Vec::new();
     for name in DASHBOARDS {
         let dashboard = dashboard(name);
@@ -64,7 +64,7 @@ fn queries() -> Vec<(String, String, bool)> {
 }
 
 /// An expression with the dashboards' variables replaced as Grafana would for the app `shop`.
-fn substitute(expr: &str) -> String {
+pub(crate) fn substitute(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$app", "shop")
         .replace("$period", "daily")
