@@ -10,5 +10,6 @@ mod backtest;
 mod dashboards;
 mod deploy;
 mod mixin;
+mod readme;
 mod rules;
 mod victoria;
