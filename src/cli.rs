@@ -150,6 +150,10 @@ pub struct SimulateArgs {
     /// Write the exporter's configuration for every simulated app to FILE.
     #[arg(long = "config-out", value_name = "FILE")]
     pub config_out: Option<PathBuf>,
+    /// Make every report's answer take this long, as WeChat's do (e.g. 20ms), to measure
+    /// the exporter against a service time.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
 }
 
 /// The version, the commit it was built from when known and the build date, as the official

@@ -195,7 +195,7 @@ async fn run(config: Config, source: Source, demo: Option<&str>) -> anyhow::Resu
 /// `simulate`: only the simulated WeChat API, until a signal.
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let out = args.config_out.as_deref();
-    simulation::standalone(args.listen, args.apps, out, shutdown_signal()).await?;
+    simulation::standalone(args.listen, args.apps, args.latency, out, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -47,11 +47,12 @@ pub fn config_for(apps: &[SimApp], api: &str) -> String {
 }
 
 /// `simulate`: serves the simulated API for the demo apps and `extra` generated ones on
-/// `listen` until `shutdown` completes, first writing the exporter's configuration for them
-/// to `config_out` if given, and saying where it serves.
+/// `listen` (each report answer taking `latency`) until `shutdown` completes, first writing
+/// the exporter's configuration for them to `config_out` if given, and saying where it serves.
 pub async fn standalone(
     listen: SocketAddr,
     extra: usize,
+    latency: std::time::Duration,
     config_out: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -59,6 +60,7 @@ pub async fn standalone(
     let mut all = demo_apps();
     all.extend(generated_apps(extra));
     let simulation = Simulation::new(all, Clock::system());
+    simulation.set_latency(latency);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
