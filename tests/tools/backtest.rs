@@ -12,7 +12,7 @@ use chrono::{Days, NaiveDate};
 
 use crate::common;
 
-use common::prometheus::{create_blocks, run_binary, temp_dir, Prometheus};
+use common::prometheus::{backfill, create_blocks, temp_dir, Prometheus};
 use common::spawn_simulation;
 use wechat_miniprogram_exporter::period::beijing_midnight;
 use wechat_miniprogram_exporter::simulation::{Profile, SimApp};
@@ -98,25 +98,14 @@ async fn the_drop_alert_catches_every_outage_of_2025_and_fires_on_at_most_two_ot
     let extra = "[reports]\nenabled = [\"visit_trend\"]\n[polling]\nconcurrency = 8\n";
     std::fs::write(&config, common::config_toml(&apps, api, extra)).unwrap();
     let history = dir.join("2025.om");
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().unwrap(),
-        "backfill",
-        "--from",
-        "2024-12-01",
-        "--to",
-        "2025-12-31",
-        "--output",
-        history.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .into();
-    let backfilled = run_binary(args).await;
-    assert!(
-        backfilled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backfilled.stderr)
-    );
+    backfill(
+        &config,
+        date("2024-12-01"),
+        date("2025-12-31"),
+        &history,
+        &[],
+    )
+    .await;
     let blocks = create_blocks(&history, &dir);
     let prometheus = Prometheus::start(&blocks, "global: {}\n").await;
 

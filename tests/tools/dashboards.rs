@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Days;
 use serde_json::Value;
 
-use common::prometheus::{create_blocks, run_binary, temp_dir, ExporterProcess, Prometheus};
+use common::prometheus::{backfill, create_blocks, temp_dir, ExporterProcess, Prometheus};
 use common::{beijing, two_apps};
 use wechat_miniprogram_exporter::period::{Period, PeriodKind};
 use wechat_miniprogram_exporter::simulation::Fault;
@@ -207,28 +207,7 @@ async fn every_panel_and_rule_returns_data_and_the_drop_alert_fires_for_the_redu
     // 35 days of history.
     let file = dir.join("history.om");
     let from = reduced - Days::new(34);
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().unwrap(),
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &reduced.to_string(),
-        "--published-at",
-        "00:00",
-        "--output",
-        file.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect();
-    let output = run_binary(args).await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    backfill(&config, from, reduced, &file, &["--published-at", "00:00"]).await;
     let blocks = create_blocks(&file, &dir);
 
     // The exporter, live, meeting a few errors so that the error panels have something.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use crate::common;
 use crate::dashboards::{queries, substitute};
 
-use common::prometheus::{create_blocks, run_binary, temp_dir, Prometheus};
+use common::prometheus::{backfill, create_blocks, free_port, temp_dir, Prometheus};
 use common::spawn_simulation;
 use wechat_miniprogram_exporter::period::beijing_midnight;
 
@@ -27,11 +27,7 @@ struct Victoria {
 
 impl Victoria {
     async fn start(data: &Path) -> Victoria {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("victoria-metrics")
             .arg(format!("-storageDataPath={}", data.display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -213,25 +209,7 @@ async fn history(dir: &Path, from: NaiveDate, to: NaiveDate) -> PathBuf {
     let extra = "[reports]\nenabled = [\"visit_trend\", \"retention\", \"visit_distribution\", \"visit_page\", \"daily_summary\", \"user_portrait\", \"launch_time\", \"performance\", \"js_errors\"]\n";
     std::fs::write(&config, common::config_toml(&apps, api, extra)).unwrap();
     let history = dir.join("history.om");
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().unwrap(),
-        "backfill",
-        "--from",
-        &from.to_string(),
-        "--to",
-        &to.to_string(),
-        "--output",
-        history.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .into();
-    let backfilled = run_binary(args).await;
-    assert!(
-        backfilled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backfilled.stderr)
-    );
+    backfill(&config, from, to, &history, &[]).await;
     history
 }
 

@@ -84,6 +84,44 @@ pub async fn run_binary(args: Vec<String>) -> std::process::Output {
     .unwrap()
 }
 
+/// Runs `backfill` with `config` from `from` to `to` (Beijing days) into `output`, with
+/// `extra` flags, and panics with its stderr unless it succeeds.
+pub async fn backfill(
+    config: &Path,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    output: &Path,
+    extra: &[&str],
+) {
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "backfill".into(),
+        "--from".into(),
+        from.to_string(),
+        "--to".into(),
+        to.to_string(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    let backfilled = run_binary(args).await;
+    assert!(
+        backfilled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backfilled.stderr)
+    );
+}
+
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// One series of a query result.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -104,11 +142,7 @@ impl Prometheus {
     pub async fn start(data: &Path, config: &str) -> Prometheus {
         let config_path = data.with_extension("yml");
         std::fs::write(&config_path, config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
