@@ -5,7 +5,8 @@
 //! flush (so it stops on a byte boundary, with no final block). [`finish`] appends the tail as
 //! stored (uncompressed) deflate blocks, the last marked final, and the gzip trailer: the
 //! CRC-32 of head and tail together (combined, not recomputed) and their length. Any gzip
-//! reader sees one ordinary stream.
+//! reader sees one ordinary stream. A large head lies in a sealed memory file
+//! ([`crate::sealed`]), sent to plain connections without a copy.
 
 use std::io::Write as _;
 
@@ -35,7 +36,7 @@ pub fn head(text: &[u8]) -> Head {
 
 /// A head compressed as its text is written, piece by piece: the whole text is never held.
 pub struct Builder {
-    encoder: DeflateEncoder<Vec<u8>>,
+    encoder: DeflateEncoder<crate::sealed::Writer>,
     crc: Hasher,
     length: u64,
 }
@@ -43,8 +44,8 @@ pub struct Builder {
 impl Builder {
     /// A head expected to take about `capacity` compressed bytes.
     pub fn new(capacity: usize) -> Builder {
-        let mut buffer = Vec::with_capacity(capacity + HEADER.len());
-        buffer.extend_from_slice(&HEADER);
+        let mut buffer = crate::sealed::Writer::with_capacity(capacity + HEADER.len());
+        buffer.write_all(&HEADER).expect("writing to memory");
         Builder {
             encoder: DeflateEncoder::new(buffer, Compression::fast()),
             crc: Hasher::new(),
@@ -64,10 +65,9 @@ impl Builder {
         // The encoder is dropped without finishing: its final block goes into the emptied
         // buffer.
         self.encoder.flush().expect("writing to memory");
-        let mut bytes = std::mem::take(self.encoder.get_mut());
-        bytes.shrink_to_fit();
+        let bytes = std::mem::take(self.encoder.get_mut()).finish();
         Head {
-            bytes: Bytes::from(bytes),
+            bytes,
             crc: self.crc,
             length: self.length,
         }

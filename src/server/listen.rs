@@ -258,7 +258,7 @@ impl Serving {
     async fn connection(mut self, stream: TcpStream, slot: Slot) {
         let tls = self.web.as_ref().and_then(|web| web.current().tls.clone());
         let Some(acceptor) = tls else {
-            return self.http(stream, slot).await;
+            return self.http(super::sendfile::Connection(stream), slot).await;
         };
         let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream));
         let evicted = slot.evict.clone();

@@ -24,6 +24,7 @@ use crate::store::Store;
 mod certificate;
 pub mod listen;
 mod pages;
+mod sendfile;
 pub mod web_config;
 
 /// The content type of the Prometheus text format.
