@@ -88,9 +88,10 @@ pub mod period;
 
 pub mod wechat;
 
+pub mod sealed;
+
 pub mod exposition;
 pub mod gzip;
-pub mod sealed;
 
 pub mod simulated;
 
