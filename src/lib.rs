@@ -16,10 +16,13 @@
 //!   shard and the polling settings (with the backoff). [`period`]: the Beijing-time
 //!   calendar (days, natural weeks and months). [`calendar`]: China's working calendar
 //!   (public holidays, make-up workdays), built in and extended by `calendar.file`.
+//!   [`shared`]: label values many apps send alike (portrait names), held once.
+//!   [`heap`]: free heap pages given back to the system after large transient allocations
+//!   (the other `unsafe`: one call to glibc's `malloc_trim`).
 //! - [`wechat`]: the API client, tokens, errors and what every answer shares on the wire.
 //! - [`exposition`]: the small interface every family writes its samples through.
-//!   [`sealed`]: large bytes in a sealed memory file, sent to a socket without a copy (the
-//!   one `unsafe`: mapping a file that its seals make immutable). [`gzip`]: the cached
+//!   [`sealed`]: large bytes in a sealed memory file, sent to a socket without a copy (an
+//!   `unsafe`: mapping a file that its seals make immutable). [`gzip`]: the cached
 //!   exposition compressed once, with a per-scrape tail appended.
 //! - [`simulated`]: the simulated apps and their numbers, a leaf the reports answer from.
 //! - [`report`]: the reports, one module each, listed once in a registry: their calls, how an
@@ -84,7 +87,9 @@
 pub mod calendar;
 pub mod clock;
 pub mod domain;
+pub mod heap;
 pub mod period;
+pub mod shared;
 
 pub mod wechat;
 

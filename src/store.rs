@@ -357,6 +357,7 @@ impl Store {
         let mut rendered = self.rendered.lock().expect("render lock");
         let previous = rendered.take();
         let sizes = previous.as_ref().map_or((0, 0), Rendered::sizes);
+        let fresh = !matches!(&previous, Some(kept) if kept.version == version);
         let mut current = match previous {
             Some(kept) if kept.version == version => kept,
             _ => Rendered {
@@ -382,7 +383,17 @@ impl Store {
             vec![text, tail.text.clone()]
         };
         current.tail = Some(tail);
+        let text = current
+            .gzip
+            .as_ref()
+            .map_or(0, |head| head.text_length() as usize);
+        let large = text.max(current.sizes().0) >= RENDER_ASIDE;
         *rendered = Some(current);
+        drop(rendered);
+        if fresh && large {
+            // What the rendering copied and buffered is freed; its pages go back.
+            crate::heap::release();
+        }
         parts
     }
 

@@ -7,6 +7,8 @@
 //! WeChat's `name`, as sent, and only the `reports.portrait_top` largest are kept per
 //! (range, cohort, dimension). WeChat keeps no past portrait: `backfill` skips it.
 
+use std::sync::Arc;
+
 use chrono::{Days, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,12 +38,16 @@ const DIMENSIONS: [(&str, &str); 6] = [
     ("ages", "age"),
 ];
 
+/// The entries of one dimension: (name, users), largest first.
+pub type Entries = Vec<(Arc<str>, f64)>;
+
 /// One half of a portrait (new or active users): per dimension (`dimension` label), the
-/// entries, largest first, each name once.
+/// entries, largest first, each name once. Names are shared with every app that sends them
+/// ([`crate::shared`]): a thousand apps hold one `广东省`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Half {
     /// (dimension, [(name, users)]) in the order of `DIMENSIONS`.
-    pub dimensions: Vec<(&'static str, Vec<(String, f64)>)>,
+    pub dimensions: Vec<(&'static str, Entries)>,
 }
 
 /// The portrait of one range.
@@ -106,7 +112,7 @@ fn half(value: Value) -> Half {
         };
         let entries = entries.into_iter().filter_map(|entry| {
             let value = entry.value.0.or(entry.access_source_visit_uv.0)?;
-            let name = bounded_label(entry.name.as_deref()?.trim(), NAME_LENGTH);
+            let name = label(entry.name.as_deref()?.trim());
             (!name.is_empty()).then_some((name, value))
         });
         (*dimension, largest(entries.collect(), usize::MAX))
@@ -116,12 +122,23 @@ fn half(value: Value) -> Half {
     }
 }
 
+/// The shared `name` label of `text`: cut to `NAME_LENGTH` characters, control characters
+/// made spaces.
+fn label(text: &str) -> Arc<str> {
+    let plain = text.chars().take(NAME_LENGTH + 1).count() <= NAME_LENGTH
+        && !text.chars().any(char::is_control);
+    match plain {
+        true => crate::shared::name(text),
+        false => crate::shared::name(&bounded_label(text, NAME_LENGTH)),
+    }
+}
+
 /// The `n` largest entries, largest first (ties by name), each name once (the first kept).
-fn largest(mut entries: Vec<(String, f64)>, n: usize) -> Vec<(String, f64)> {
+fn largest(mut entries: Entries, n: usize) -> Entries {
     entries.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut seen = std::collections::HashSet::new();
     entries.retain(|(name, _)| {
-        let first = seen.insert(name.clone());
+        let first = seen.insert(Arc::clone(name));
         if !first {
             note(Dropped::Duplicate);
         }
@@ -158,7 +175,7 @@ fn users(portraits: &Portraits, _: PeriodKind, out: &mut Samples<'_>) {
                         ("range", *range),
                         ("cohort", cohort),
                         ("dimension", *dimension),
-                        ("name", name.as_str()),
+                        ("name", &**name),
                     ];
                     out.sample(&labels, *value);
                 }
@@ -470,13 +487,16 @@ mod tests {
         parsed(&UserPortrait, "20170611", body).unwrap()
     }
 
-    fn entries<'a>(half: &'a Half, dimension: &str) -> &'a [(String, f64)] {
-        &half
+    fn entries(half: &Half, dimension: &str) -> Vec<(String, f64)> {
+        let (_, entries) = half
             .dimensions
             .iter()
             .find(|(d, _)| *d == dimension)
-            .unwrap()
-            .1
+            .unwrap();
+        let entries = entries
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value));
+        entries.collect()
     }
 
     #[test]
