@@ -318,6 +318,8 @@ impl AppPoller {
     /// when a call fails.
     async fn fetch_period(&mut self, job: usize, period: Period) -> Found {
         let report = self.schedule.jobs[job].report;
+        let client = Arc::clone(&self.context.client);
+        let _turn = client.period().await;
         let reports = &self.context.settings.reports;
         let mut partial = match self.partial[job].take() {
             Some(partial) if partial.period == period => partial,

@@ -60,6 +60,8 @@ pub struct Client {
     pub(super) clock: Clock,
     pub(super) polling: Polling,
     limiter: Arc<Semaphore>,
+    /// Periods being fetched: as many as requests may be in flight (see [`Client::period`]).
+    periods: Arc<Semaphore>,
     pub(super) observer: Arc<dyn Observer>,
 }
 
@@ -86,6 +88,7 @@ impl Client {
             clock,
             polling: polling.clone(),
             limiter: Arc::new(Semaphore::new(polling.concurrency)),
+            periods: Arc::new(Semaphore::new(polling.concurrency)),
             observer,
         })
     }
@@ -106,6 +109,18 @@ impl Client {
             }
             answer => answer,
         }
+    }
+
+    /// Waits for a turn to fetch the calls of one period one after the other, kept while the
+    /// permit lives. With every app asking at once, requests taken in turn would move all
+    /// of them through their periods in step, each holding the answers of the calls made
+    /// so far while waiting for the next (a thousand portraits' at once); in periods, at
+    /// most `polling.concurrency` are partly fetched at a time, and each is done sooner.
+    pub async fn period(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.periods
+            .acquire()
+            .await
+            .expect("the period limiter is never closed")
     }
 
     /// Makes sure the app has a usable token, fetching one if needed.
