@@ -9,16 +9,19 @@
 //! and a family with no sample is left out.
 //!
 //! [`SelfMetrics`] counts what the client does (requests, errors by errcode, latency, token
-//! fetches) with the `prometheus` crate, and remembers that it changed so that the store
-//! knows when to render again.
+//! fetches): the latency and the instance's gauges with the `prometheus` crate, the counters
+//! of each app in compact maps of their own ([`counters`]), written as the crate writes its
+//! own; it remembers that it changed so that the store knows when to render again.
+
+mod counters;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::process_collector::ProcessCollector;
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use counters::Counters;
 
 use crate::calendar::{Calendar, DayKind};
 use crate::domain::{App, Shard};
@@ -197,11 +200,11 @@ fn render_app_info(apps: &[&AppData], out: &mut dyn Exposition) {
 /// The exporter's own counters and latency histogram.
 pub struct SelfMetrics {
     registry: Registry,
-    requests: IntCounterVec,
-    errors: IntCounterVec,
+    requests: Counters,
+    errors: Counters,
     duration: HistogramVec,
-    token_fetches: IntCounterVec,
-    dropped: IntCounterVec,
+    token_fetches: Counters,
+    dropped: Counters,
     /// The exporter's own counters, exported unless `--web.disable-exporter-metrics`.
     exporter: Registry,
     exporter_metrics: bool,
@@ -298,19 +301,15 @@ impl SelfMetrics {
     pub fn with_exporter_metrics(exporter_metrics: bool) -> SelfMetrics {
         let registry = Registry::new();
         let exporter = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            register(&exporter, counter)
-        };
-        let requests = counter(
+        let requests = Counters::new(
             "wechat_miniprogram_api_requests_total",
             "Requests sent to the WeChat API, by endpoint.",
-            &["appid", "app", "endpoint"],
+            &["endpoint"],
         );
-        let errors = counter(
+        let errors = Counters::new(
             "wechat_miniprogram_api_errors_total",
             "Failed WeChat API requests, by WeChat errcode or http_<status>, timeout, decode, connect. Not-yet-published answers (61503) are not errors.",
-            &["appid", "app", "endpoint", "errcode"],
+            &["endpoint", "errcode"],
         );
         let duration = HistogramOpts::new(
             "wechat_miniprogram_api_request_duration_seconds",
@@ -321,15 +320,15 @@ impl SelfMetrics {
             &exporter,
             HistogramVec::new(duration, &["endpoint"]).expect("valid metric"),
         );
-        let token_fetches = counter(
+        let token_fetches = Counters::new(
             "wechat_miniprogram_token_fetches_total",
             "Access tokens fetched, by outcome (success, error).",
-            &["appid", "app", "outcome"],
+            &["outcome"],
         );
-        let dropped = counter(
+        let dropped = Counters::new(
             "wechat_miniprogram_api_values_dropped_total",
             "Values of WeChat's answers dropped rather than exported, by reason: invalid (negative, absurdly large, a share above 1) or duplicate (an entry given twice; the first is kept).",
-            &["appid", "app", "endpoint", "reason"],
+            &["endpoint", "reason"],
         );
         let (shard, apps) = instance_gauges(&registry);
         let (reload_successful, reload_success_time) = reload_gauges(&registry);
@@ -391,29 +390,39 @@ impl SelfMetrics {
         // Every app gets its series at zero, so that rate() and increase() see the first error.
         for app in apps {
             for outcome in ["success", "error"] {
-                self.token_fetches
-                    .with_label_values(&[app.appid.as_str(), &app.name, outcome]);
+                self.token_fetches.add(&app.name, &app.appid, &[outcome], 0);
             }
         }
-        let mut families = self.registry.gather();
-        if self.exporter_metrics {
-            families.extend(self.exporter.gather());
-            families.sort_by(|a, b| a.name().cmp(b.name()));
+        let gathered = self.registry.gather();
+        if !self.exporter_metrics {
+            return encode(&gathered, out);
         }
+        enum Family<'a> {
+            Gathered(prometheus::proto::MetricFamily),
+            Counted(&'a Counters),
+        }
+        let counted = [
+            &self.requests,
+            &self.errors,
+            &self.token_fetches,
+            &self.dropped,
+        ];
+        let mut families: Vec<(String, Family<'_>)> = gathered
+            .into_iter()
+            .chain(self.exporter.gather())
+            .map(|family| (family.name().to_string(), Family::Gathered(family)))
+            .chain(counted.map(|c| (c.name().to_string(), Family::Counted(c))))
+            .collect();
+        families.sort_by(|a, b| a.0.cmp(&b.0));
         // The counters of an app that was removed (by a reload or discovery) go with it.
         let current: std::collections::BTreeSet<&str> =
             apps.iter().map(|app| app.name.as_str()).collect();
-        for family in &mut families {
-            family.mut_metric().retain(|metric| {
-                let app = metric
-                    .get_label()
-                    .iter()
-                    .find(|label| label.name() == "app");
-                app.is_none_or(|label| current.contains(label.value()))
-            });
+        for (_, family) in families {
+            match family {
+                Family::Gathered(family) => encode(std::slice::from_ref(&family), out),
+                Family::Counted(counters) => counters.write(&current, out),
+            }
         }
-        families.retain(|family| !family.get_metric().is_empty());
-        encode(&families, out);
     }
 
     /// Writes the process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -429,16 +438,14 @@ impl SelfMetrics {
 
 impl Observer for SelfMetrics {
     fn request(&self, app: &App, endpoint: &str, elapsed: Duration, error: Option<&WeChatError>) {
-        self.requests
-            .with_label_values(&[app.appid.as_str(), &app.name, endpoint])
-            .inc();
+        let appid = app.appid.as_str();
+        self.requests.add(&app.name, appid, &[endpoint], 1);
         self.duration
             .with_label_values(&[endpoint])
             .observe(elapsed.as_secs_f64());
         if let Some(error) = error {
-            self.errors
-                .with_label_values(&[app.appid.as_str(), &app.name, endpoint, &error.label()])
-                .inc();
+            let errcode = error.label();
+            self.errors.add(&app.name, appid, &[endpoint, &errcode], 1);
         }
         self.changes.fetch_add(1, Ordering::Release);
     }
@@ -446,9 +453,10 @@ impl Observer for SelfMetrics {
     fn dropped(&self, app: &App, endpoint: &str, tally: Tally) {
         for (reason, count) in [("invalid", tally.invalid), ("duplicate", tally.duplicate)] {
             if count > 0 {
+                let values = [endpoint, reason];
+                let appid = app.appid.as_str();
                 self.dropped
-                    .with_label_values(&[app.appid.as_str(), &app.name, endpoint, reason])
-                    .inc_by(u64::from(count));
+                    .add(&app.name, appid, &values, u64::from(count));
             }
         }
         self.changes.fetch_add(1, Ordering::Release);
@@ -456,9 +464,8 @@ impl Observer for SelfMetrics {
 
     fn token_fetch(&self, app: &App, ok: bool) {
         let outcome = if ok { "success" } else { "error" };
-        self.token_fetches
-            .with_label_values(&[app.appid.as_str(), &app.name, outcome])
-            .inc();
+        let appid = app.appid.as_str();
+        self.token_fetches.add(&app.name, appid, &[outcome], 1);
         self.changes.fetch_add(1, Ordering::Release);
     }
 }

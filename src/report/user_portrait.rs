@@ -7,8 +7,6 @@
 //! WeChat's `name`, as sent, and only the `reports.portrait_top` largest are kept per
 //! (range, cohort, dimension). WeChat keeps no past portrait: `backfill` skips it.
 
-use std::sync::Arc;
-
 use chrono::{Days, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,6 +15,7 @@ use super::Settings;
 use super::{datacube, Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
+use crate::shared::Name;
 use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::simulated::RefDateForm;
 use crate::wechat::wire::{note, read, Dropped, Num};
@@ -39,7 +38,7 @@ const DIMENSIONS: [(&str, &str); 6] = [
 ];
 
 /// The entries of one dimension: (name, users), largest first.
-pub type Entries = Vec<(Arc<str>, f64)>;
+pub type Entries = Vec<(Name, f64)>;
 
 /// One half of a portrait (new or active users): per dimension (`dimension` label), the
 /// entries, largest first, each name once. Names are shared with every app that sends them
@@ -124,7 +123,7 @@ fn half(value: Value) -> Half {
 
 /// The shared `name` label of `text`: cut to `NAME_LENGTH` characters, control characters
 /// made spaces.
-fn label(text: &str) -> Arc<str> {
+fn label(text: &str) -> Name {
     let plain = text.chars().take(NAME_LENGTH + 1).count() <= NAME_LENGTH
         && !text.chars().any(char::is_control);
     match plain {
@@ -138,7 +137,7 @@ fn largest(mut entries: Entries, n: usize) -> Entries {
     entries.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut seen = std::collections::HashSet::new();
     entries.retain(|(name, _)| {
-        let first = seen.insert(Arc::clone(name));
+        let first = seen.insert(name.clone());
         if !first {
             note(Dropped::Duplicate);
         }
