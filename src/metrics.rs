@@ -10,8 +10,8 @@
 //!
 //! [`SelfMetrics`] counts what the client does (requests, errors by errcode, latency, token
 //! fetches): the latency and the instance's gauges with the `prometheus` crate, the counters
-//! of each app in compact maps of their own ([`counters`]), written as the crate writes its
-//! own; it remembers that it changed so that the store knows when to render again.
+//! of each app in compact maps of their own (`metrics/counters.rs`), written as the crate
+//! writes its own; it remembers that it changed so that the store knows when to render again.
 
 mod counters;
 

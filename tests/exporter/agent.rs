@@ -1051,3 +1051,43 @@ async fn no_more_than_polling_concurrency_requests_are_in_flight() {
         "two at a time, and not one by one"
     );
 }
+
+#[tokio::test]
+async fn the_calls_of_one_period_are_made_in_one_turn_not_in_step_with_every_other_app() {
+    let apps: Vec<SimApp> = (1..=4)
+        .map(|n| {
+            SimApp::new(
+                &format!("app{n}"),
+                &format!("wx{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}"),
+                "secret-0123456789",
+                1000.0,
+            )
+        })
+        .collect();
+    let app = Exporter::new(apps, beijing("2024-06-05 16:00"))
+        .toml(
+            "[polling]\nconcurrency = 1\n[reports]\nenabled = [\"visit_trend\", \"user_portrait\"]",
+        )
+        .prepare(|sim| {
+            sim.set_latency(std::time::Duration::from_millis(5));
+        })
+        .start()
+        .await;
+    app.settle().await;
+    // The portrait of a day is three calls (1, 7 and 30 days): each app's follow one another,
+    // where requests taken in turn would have gone app1, app2, app3, app4, app1...
+    let portraits: Vec<String> = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|call| call.endpoint == "getweanalysisappiduserportrait")
+        .filter_map(|call| call.appid)
+        .collect();
+    assert_eq!(portraits.len(), 12, "{portraits:?}");
+    for period in portraits.chunks(3) {
+        assert!(
+            period.iter().all(|appid| *appid == period[0]),
+            "{portraits:?}"
+        );
+    }
+}
