@@ -1025,18 +1025,18 @@ async fn tokens_can_come_from_the_classic_endpoint_a_token_service_or_a_file() {
     let _ = std::fs::remove_file(&token_file);
 }
 
+/// Four simulated apps, app1 (wx1111111111111111) to app4.
+fn four_apps() -> Vec<SimApp> {
+    let app = |n: u32| {
+        let appid = format!("wx{}", n.to_string().repeat(16));
+        SimApp::new(&format!("app{n}"), &appid, "secret-0123456789", 1000.0)
+    };
+    (1..=4).map(app).collect()
+}
+
 #[tokio::test]
 async fn no_more_than_polling_concurrency_requests_are_in_flight() {
-    let apps: Vec<SimApp> = (1..=4)
-        .map(|n| {
-            SimApp::new(
-                &format!("app{n}"),
-                &format!("wx{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}"),
-                "secret-0123456789",
-                1000.0,
-            )
-        })
-        .collect();
+    let apps = four_apps();
     let app = Exporter::new(apps, beijing("2024-06-05 12:00"))
         .toml("[polling]\nconcurrency = 2")
         .prepare(|sim| {
@@ -1054,16 +1054,7 @@ async fn no_more_than_polling_concurrency_requests_are_in_flight() {
 
 #[tokio::test]
 async fn the_calls_of_one_period_are_made_in_one_turn_not_in_step_with_every_other_app() {
-    let apps: Vec<SimApp> = (1..=4)
-        .map(|n| {
-            SimApp::new(
-                &format!("app{n}"),
-                &format!("wx{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}"),
-                "secret-0123456789",
-                1000.0,
-            )
-        })
-        .collect();
+    let apps = four_apps();
     let app = Exporter::new(apps, beijing("2024-06-05 16:00"))
         .toml(
             "[polling]\nconcurrency = 1\n[reports]\nenabled = [\"visit_trend\", \"user_portrait\"]",
