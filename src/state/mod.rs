@@ -11,11 +11,12 @@
 //! Writing never holds anyone up. A poller hands the new contents of a file over and goes on:
 //! the latest contents of each file wait in memory (one per file, however often it changes, so
 //! memory stays bounded by the number of files) for a writer thread, which writes each whole,
-//! atomically (a new temporary file of a random name, created exclusively so that no link is
-//! followed, fsync, rename, fsync of the directory). A volume that is slow, full or read-only
-//! only delays the writes: they are tried again every minute, and what is on disk is read and
-//! served meanwhile. [`StateDir::flush`] waits for them, for a bounded time. A lock file keeps
-//! a second exporter off the same directory; temporary files a crash left are removed at start.
+//! atomically, a batch at a time (each into a new temporary file of a random name, created
+//! exclusively so that no link is followed; the filesystem synced; the temporary files renamed
+//! over theirs; synced again). A volume that is slow, full or read-only only delays the
+//! writes: they are tried again every minute, and what is on disk is read and served meanwhile.
+//! [`StateDir::flush`] waits for them, for a bounded time. A lock file keeps a second exporter
+//! off the same directory; temporary files a crash left are removed at start.
 //!
 //! Each file carries a format version. A file that is missing, truncated, corrupt, larger than
 //! [`MAX_FILE`], a link, of a future version, or that names another app, another period kind
@@ -42,7 +43,9 @@ use crate::report::{Held, Report};
 use crate::sink::{Answers, Resume};
 
 mod gaps;
+mod writer;
 pub use gaps::{read_gaps, record_gap, Gaps, MAX_GAPS};
+use writer::{write_atomically, write_loop};
 
 /// The version of the files written; files of a later version are ignored.
 pub const FORMAT: u32 = 1;
@@ -515,182 +518,4 @@ fn held_from(
         fetched_at: file.fetched_at,
         snapshot,
     })
-}
-
-/// Writes what is handed over, the latest contents of each file, until the directory closes;
-/// writes that fail wait in memory and are tried again every minute. What was written is
-/// given back to the system ([`crate::heap::release`]) at most every [`RELEASE_EVERY`], and
-/// once the writer has nothing left to write.
-fn write_loop(shared: &Shared) {
-    let mut last_logged: Option<Instant> = None;
-    let mut retry_at: Option<Instant> = None;
-    let mut released = Instant::now();
-    let mut unreleased = false;
-    loop {
-        let Some((batch, generation)) = next_batch(shared, &mut retry_at, unreleased) else {
-            return;
-        };
-        if batch.is_empty() {
-            crate::heap::release();
-            (released, unreleased) = (Instant::now(), false);
-            continue;
-        }
-        let Some(failed) = write_batch(shared, batch, &mut last_logged) else {
-            return;
-        };
-        let mut pending = shared.pending();
-        if failed.is_empty() {
-            pending.written = generation;
-            retry_at = None;
-        } else {
-            for (path, bytes) in failed {
-                // A newer version handed over meanwhile wins.
-                pending.files.entry(path).or_insert(bytes);
-            }
-            retry_at = Some(Instant::now() + RETRY_WRITES);
-        }
-        drop(pending);
-        shared.changed.notify_all();
-        unreleased = true;
-        if released.elapsed() >= RELEASE_EVERY {
-            crate::heap::release();
-            (released, unreleased) = (Instant::now(), false);
-        }
-    }
-}
-
-/// How often at most the memory of written files is given back to the system.
-const RELEASE_EVERY: Duration = Duration::from_secs(1);
-
-/// Waits for the next files to write and takes them, with the generation they bring the disk
-/// to; `None` once the directory is closed, no file when `unreleased` memory is to be given
-/// back before the writer waits longer.
-fn next_batch(
-    shared: &Shared,
-    retry_at: &mut Option<Instant>,
-    unreleased: bool,
-) -> Option<(BTreeMap<PathBuf, Vec<u8>>, u64)> {
-    let mut pending = shared.pending();
-    loop {
-        if pending.closed {
-            return None;
-        }
-        if std::mem::take(&mut pending.retry_now) {
-            *retry_at = None;
-        }
-        let waiting = retry_at.is_some_and(|at| Instant::now() < at);
-        if !pending.files.is_empty() && !waiting {
-            return Some((std::mem::take(&mut pending.files), pending.queued));
-        }
-        let wait = retry_at.map_or(Duration::from_secs(3600), |at| {
-            at.saturating_duration_since(Instant::now())
-        });
-        let wait = match unreleased {
-            true => wait.min(RELEASE_EVERY),
-            false => wait,
-        };
-        let (guard, timeout) = shared
-            .changed
-            .wait_timeout(pending, wait.max(Duration::from_millis(1)))
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pending = guard;
-        if unreleased && timeout.timed_out() && pending.files.is_empty() {
-            return Some((BTreeMap::new(), pending.queued));
-        }
-    }
-}
-
-/// Writes `batch`, each file replaced whole, then syncs each directory written to once (not
-/// once per file: a first round writes a dozen files per app). The files that could not be
-/// written, to be tried again; `None` when the directory closed meanwhile.
-fn write_batch(
-    shared: &Shared,
-    batch: BTreeMap<PathBuf, Vec<u8>>,
-    last_logged: &mut Option<Instant>,
-) -> Option<Vec<(PathBuf, Vec<u8>)>> {
-    let mut failed = Vec::new();
-    let mut written: BTreeMap<PathBuf, Vec<(PathBuf, Vec<u8>)>> = BTreeMap::new();
-    let mut fail = |path: PathBuf, bytes: Vec<u8>, error: std::io::Error| {
-        let quiet = last_logged.is_some_and(|at| at.elapsed() < LOG_FAILURES_EVERY);
-        if !quiet {
-            tracing::warn!(file = %path.display(), problem = %error, "cannot write the state; it is kept in memory and written when it can be (tried every minute)");
-            *last_logged = Some(Instant::now());
-        }
-        failed.push((path, bytes));
-    };
-    for (path, bytes) in batch {
-        if shared.pending().closed {
-            return None;
-        }
-        match write_app_file(&path, &bytes) {
-            Ok(()) => {
-                let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-                written.entry(dir).or_default().push((path, bytes));
-            }
-            Err(error) => fail(path, bytes, error),
-        }
-    }
-    for (dir, files) in written {
-        if let Err(error) = sync_directory(&dir) {
-            for (path, bytes) in files {
-                fail(
-                    path,
-                    bytes,
-                    std::io::Error::new(error.kind(), error.to_string()),
-                );
-            }
-        }
-    }
-    Some(failed)
-}
-
-/// Writes a file of an app's directory, which must be one of the storage's own (created if
-/// missing), not a link that would send the state elsewhere.
-fn write_app_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    own_directory(dir).map_err(std::io::Error::other)?;
-    match std::fs::create_dir(dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
-        _ => {}
-    }
-    replace(path, bytes)
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never half:
-/// [`replace`], and the directory synced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, bytes)?;
-    sync_directory(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Replaces `path` by `bytes` through a new temporary file of a random name beside it,
-/// created exclusively (no link followed, nothing else written to), synced and renamed over
-/// `path`. The rename is durable once the directory is synced ([`sync_directory`]).
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temporary = dir.join(format!(
-        ".{name}.{}-{:016x}.tmp",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        drop(file);
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
-}
-
-/// Makes the renames in `dir` durable.
-fn sync_directory(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
