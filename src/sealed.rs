@@ -101,8 +101,9 @@ impl Writer {
     }
 }
 
-impl Write for Writer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl Writer {
+    /// Appends `bytes`; writing never fails (a failing memory file leaves them on the heap).
+    pub fn append(&mut self, bytes: &[u8]) {
         self.heap.extend_from_slice(bytes);
         let limit = if self.file.is_some() {
             BUFFER
@@ -112,6 +113,12 @@ impl Write for Writer {
         if self.heap.len() >= limit {
             self.spill();
         }
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.append(bytes);
         Ok(bytes.len())
     }
 

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::calendar::Calendar;
 use crate::domain::App;
-use crate::metrics::{render, render_spilling, SelfMetrics};
+use crate::metrics::{render_spilling, SelfMetrics};
 use crate::period::PeriodKind;
 use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
@@ -451,13 +451,18 @@ impl Store {
         (apps, state.calendar.clone())
     }
 
-    /// The exposition as text, in a buffer of about `size` bytes.
+    /// The exposition as text, in a buffer of about `size` bytes: a large one in a sealed
+    /// memory file, which plain scrapes are sent from with `sendfile` as the gzip stream is.
     fn text(&self, size: usize) -> Bytes {
-        let mut text = String::with_capacity(size + 4096);
+        let mut writer = crate::sealed::Writer::with_capacity(size + 4096);
+        let mut spill = |text: &mut String| {
+            writer.append(text.as_bytes());
+            text.clear();
+        };
         let (apps, calendar) = self.copy();
         let apps: Vec<&AppData> = apps.iter().collect();
-        render(&apps, &calendar, &self.self_metrics, &mut text);
-        Bytes::from(text)
+        render_spilling(&apps, &calendar, &self.self_metrics, &mut spill);
+        writer.finish()
     }
 
     /// The exposition compressed as it is rendered, into a buffer of about `size` bytes.
@@ -583,113 +588,4 @@ impl Sink for Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Secret, TokenSource};
-
-    fn store() -> Store {
-        let app = App {
-            name: "shop".into(),
-            appid: crate::domain::AppId::parse("wx1234567890abcdef").unwrap(),
-            token: TokenSource::StableToken(Secret::new("s")),
-            labels: Vec::new(),
-        };
-        Store::new(&[app], Arc::new(SelfMetrics::new()))
-    }
-
-    #[test]
-    fn a_large_outdated_rendering_is_served_while_the_next_is_rendered_aside() {
-        let store = Arc::new(store());
-        store.render_aside.store(0, Ordering::Relaxed);
-        let first = store.exposition_now(true)[0].clone();
-        store.up(AppSlot(0), false);
-        // The change is not waited for: the last rendering comes back at once...
-        assert_eq!(store.exposition_now(true)[0].as_ptr(), first.as_ptr());
-        // ...and the new one follows, rendered off the scrape path.
-        let started = Instant::now();
-        while store.exposition_now(true)[0].as_ptr() == first.as_ptr() {
-            assert!(started.elapsed() < Duration::from_secs(5), "never rendered");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(&store.metrics(true)[..]),
-            &mut text,
-        )
-        .unwrap();
-        assert!(text.contains("wechat_miniprogram_up{appid=\"wx1234567890abcdef\",app=\"shop\"} 0"));
-        // Small expositions are rendered at once, as before.
-        store.render_aside.store(RENDER_ASIDE, Ordering::Relaxed);
-        let before = store.exposition_now(true)[0].clone();
-        store.up(AppSlot(0), true);
-        assert_ne!(store.exposition_now(true)[0].as_ptr(), before.as_ptr());
-    }
-
-    #[test]
-    fn scrapes_reuse_one_rendering_until_something_changes() {
-        let store = store();
-        let first = store.exposition(false)[0].clone();
-        assert_eq!(first.as_ptr(), store.exposition(false)[0].as_ptr());
-        let gzipped = store.exposition(true)[0].clone();
-        assert_eq!(gzipped.as_ptr(), store.exposition(true)[0].as_ptr());
-
-        store.up(AppSlot(0), false);
-        assert_ne!(first.as_ptr(), store.exposition(false)[0].as_ptr());
-        let changed = store.metrics(false);
-        assert!(String::from_utf8_lossy(&changed)
-            .contains("wechat_miniprogram_up{appid=\"wx1234567890abcdef\",app=\"shop\"} 0"));
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(&store.metrics(true)[..]),
-            &mut text,
-        )
-        .unwrap();
-        // The same exposition, but for the process metrics, read anew for each.
-        let without_process = |text: &str| -> String {
-            text.lines()
-                .filter(|line| !line.contains("process_"))
-                .map(|line| format!("{line}\n"))
-                .collect()
-        };
-        assert_eq!(
-            without_process(&text),
-            without_process(&String::from_utf8_lossy(&changed))
-        );
-        assert!(text.contains("process_resident_memory_bytes "), "{text}");
-    }
-
-    #[test]
-    fn scrapers_asking_for_gzip_alone_never_make_the_store_hold_the_text() {
-        let store = store();
-        store.up(AppSlot(0), false);
-        let gzipped = store.metrics(true);
-        let held = |store: &Store| {
-            let rendered = store.rendered.lock().unwrap();
-            rendered
-                .as_ref()
-                .map(|r| (r.text.is_some(), r.gzip.is_some()))
-        };
-        assert_eq!(held(&store), Some((false, true)));
-        let text = store.metrics(false);
-        assert_eq!(held(&store), Some((true, true)));
-        let mut unzipped = String::new();
-        std::io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(&gzipped[..]),
-            &mut unzipped,
-        )
-        .unwrap();
-        assert_eq!(
-            unzipped,
-            String::from_utf8_lossy(&text),
-            "one second of process metrics"
-        );
-    }
-
-    #[test]
-    fn ready_only_after_every_first_round() {
-        let store = store();
-        assert!(!store.is_ready());
-        store.first_round_done(AppSlot(0));
-        assert!(store.is_ready());
-    }
-}
+mod tests;
