@@ -455,27 +455,26 @@ impl Store {
     /// memory file, which plain scrapes are sent from with `sendfile` as the gzip stream is.
     fn text(&self, size: usize) -> Bytes {
         let mut writer = crate::sealed::Writer::with_capacity(size + 4096);
-        let mut spill = |text: &mut String| {
-            writer.append(text.as_bytes());
-            text.clear();
-        };
-        let (apps, calendar) = self.copy();
-        let apps: Vec<&AppData> = apps.iter().collect();
-        render_spilling(&apps, &calendar, &self.self_metrics, &mut spill);
+        self.render_to(&mut |text| writer.append(text));
         writer.finish()
     }
 
     /// The exposition compressed as it is rendered, into a buffer of about `size` bytes.
     fn compress(&self, size: usize) -> crate::gzip::Head {
         let mut builder = crate::gzip::Builder::new(size);
+        self.render_to(&mut |text| builder.write(text));
+        builder.head()
+    }
+
+    /// Renders a copy of the state, handing the text to `write` piece by piece.
+    fn render_to(&self, write: &mut dyn FnMut(&[u8])) {
         let mut spill = |text: &mut String| {
-            builder.write(text.as_bytes());
+            write(text.as_bytes());
             text.clear();
         };
         let (apps, calendar) = self.copy();
         let apps: Vec<&AppData> = apps.iter().collect();
         render_spilling(&apps, &calendar, &self.self_metrics, &mut spill);
-        builder.head()
     }
 
     /// The whole exposition in one piece (see [`Store::exposition`]).
