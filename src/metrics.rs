@@ -1,8 +1,8 @@
 //! The whole exposition: every report's families, the period each report holds, the
 //! exporter's health and its own counters.
 //!
-//! [`render`] is pure: it writes the families of every report of the registry for every app
-//! (each report's module names its families and writes their samples), then
+//! [`render_spilling`] is pure: it writes the families of every report of the registry for
+//! every app (each report's module names its families and writes their samples), then
 //! `ref_date_timestamp_seconds`, then the health families, then [`SelfMetrics`]. Each WeChat
 //! series carries `appid` and `app` plus exactly the labels its table in the README lists. A
 //! figure WeChat did not send is left out, never written as 0, no sample carries a timestamp,
@@ -32,23 +32,8 @@ use crate::wechat::client::Observer;
 use crate::wechat::wire::Tally;
 use crate::wechat::WeChatError;
 
-/// Writes the exposition of every app's held data, then `self_metrics`, into `out`.
-pub fn render(
-    apps: &[&AppData],
-    calendar: &Calendar,
-    self_metrics: &SelfMetrics,
-    out: &mut String,
-) {
-    {
-        let mut text = Text::new(out);
-        render_data(apps, calendar, &mut text);
-        render_health(apps, calendar, &mut text);
-    }
-    self_metrics.render(apps, out);
-}
-
-/// As [`render`], handing the text to `spill` piece by piece (the last piece included), so
-/// that the whole text is never held.
+/// Writes the exposition of every app's held data, then `self_metrics`, handing the text to
+/// `spill` piece by piece (the last piece included), so that the whole text is never held.
 pub fn render_spilling(
     apps: &[&AppData],
     calendar: &Calendar,
@@ -503,7 +488,8 @@ mod tests {
 
     fn rendered(apps: &[&AppData]) -> String {
         let mut out = String::new();
-        render(apps, &Calendar::default(), &SelfMetrics::new(), &mut out);
+        let mut spill = |text: &mut String| out.push_str(&std::mem::take(text));
+        render_spilling(apps, &Calendar::default(), &SelfMetrics::new(), &mut spill);
         out
     }
 

@@ -1,4 +1,5 @@
-//! The store's tests: one rendering per change, gzip without the text, rendering aside.
+//! The store's tests: one rendering per change, gzip without the text, rendering aside, large
+//! expositions in sealed memory files.
 
 use super::*;
 use crate::domain::{Secret, TokenSource};
