@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::clock::{after, Clock};
@@ -26,6 +25,7 @@ use crate::report::{Held, Pieces, Publication, Report, Snapshot};
 use crate::schedule::{Outcome, Schedule, Step};
 use crate::sink::{Answers, AppSlot, Resume, Sink};
 use crate::wechat::client::{AppConnection, Client};
+use crate::wechat::wire::Answer;
 use crate::wechat::{ErrorClass, WeChatError};
 
 /// What the poller needs of the configuration.
@@ -334,13 +334,12 @@ impl AppPoller {
             if partial.answers.contains_key(&number) {
                 continue;
             }
-            // The answer is kept as compact JSON, not as a `Value` (several times larger),
+            // The answer is read once, from the text received, which is what is kept of it
             // until the period is whole and handed on.
             let pieces = &mut partial.pieces;
-            let read = |answer: Value| {
-                let raw = serde_json::value::to_raw_value(&answer).ok();
+            let read = |answer: Answer<'_>| {
                 let holds = pieces.read(0, call, answer)?;
-                Ok(holds.then_some(raw).flatten())
+                Ok(holds.then(|| answer.kept()))
             };
             let context = &self.context;
             match context.client.fetch(&context.connection, call, read).await {

@@ -21,6 +21,7 @@ use crate::domain::{App, Polling};
 use crate::policy::react;
 use crate::report::{Pieces, Report};
 use crate::wechat::client::{AppConnection, Client, Observer};
+use crate::wechat::wire::Answer;
 use crate::wechat::{ErrorClass, WeChatError};
 
 /// Attempts at one call before it is reported as failed (transient errors only; a
@@ -152,7 +153,7 @@ async fn work(shared: Arc<Shared>) {
 async fn fetch_unit(shared: &Shared, unit: &Unit) -> Fetched {
     let connection = &shared.connections[unit.app];
     let pieces = &shared.pieces[&unit.report];
-    let parse = |answer| {
+    let parse = |answer: Answer<'_>| {
         let read = pieces
             .lock()
             .expect("not poisoned")

@@ -12,7 +12,7 @@ use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, read, Num};
+use crate::wechat::wire::{check_ref_date, Answer, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The daily summary report.
@@ -94,8 +94,8 @@ impl ReportSpec for DailySummary {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Summary>, WeChatError> {
-        let answer: SummaryAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Summary>, WeChatError> {
+        let answer: SummaryAnswer = answer.read()?;
         let Some(item) = answer.list.into_iter().next() else {
             return Ok(None);
         };

@@ -15,6 +15,7 @@ use super::{Publication, ReportSpec, Settings};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{Refusal, Request};
+use crate::wechat::wire::Answer;
 use crate::wechat::{Call, WeChatError};
 
 /// What is exported of one period of a report: it writes its own families.
@@ -58,7 +59,12 @@ impl Pieces {
 
     /// Reads `answer`, to `call` (one of a period's calls) of `app`; `Ok(false)` when it holds
     /// nothing (which means "not published", never a zero).
-    pub fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError> {
+    pub fn read(
+        &mut self,
+        app: usize,
+        call: &Call,
+        answer: Answer<'_>,
+    ) -> Result<bool, WeChatError> {
         self.typed.read(app, call, answer)
     }
 
@@ -68,7 +74,7 @@ impl Pieces {
         &mut self,
         app: usize,
         call: &Call,
-        answer: Value,
+        answer: Answer<'_>,
     ) -> Result<usize, WeChatError> {
         self.typed.read_history(app, call, answer)
     }
@@ -124,12 +130,12 @@ impl fmt::Debug for Pieces {
 
 /// [`Pieces`] of one report, with the report's types.
 pub(super) trait ErasedPieces: Send + Sync {
-    fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError>;
+    fn read(&mut self, app: usize, call: &Call, answer: Answer<'_>) -> Result<bool, WeChatError>;
     fn read_history(
         &mut self,
         app: usize,
         call: &Call,
-        answer: Value,
+        answer: Answer<'_>,
     ) -> Result<usize, WeChatError>;
     fn holds(&self, app: usize, call: &Call) -> bool;
     fn forget(&mut self, app: usize, call: &Call);
@@ -156,7 +162,7 @@ impl<R: ReportSpec> TypedPieces<R> {
 }
 
 impl<R: ReportSpec> ErasedPieces for TypedPieces<R> {
-    fn read(&mut self, app: usize, call: &Call, answer: Value) -> Result<bool, WeChatError> {
+    fn read(&mut self, app: usize, call: &Call, answer: Answer<'_>) -> Result<bool, WeChatError> {
         let piece = self.report.parse(call, answer)?;
         let holds = piece.is_some();
         if let Some(piece) = piece {
@@ -169,7 +175,7 @@ impl<R: ReportSpec> ErasedPieces for TypedPieces<R> {
         &mut self,
         app: usize,
         call: &Call,
-        answer: Value,
+        answer: Answer<'_>,
     ) -> Result<usize, WeChatError> {
         let pieces = self.report.parse_history(call, answer)?;
         let held = pieces.len();

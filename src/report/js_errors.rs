@@ -16,7 +16,7 @@ use super::{Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{note, read, Dropped, Num};
+use crate::wechat::wire::{note, Answer, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The JS errors report.
@@ -212,8 +212,8 @@ impl ReportSpec for JsErrors {
             .collect()
     }
 
-    fn parse(&self, _: &Call, answer: Value) -> Result<Option<ErrorPage>, WeChatError> {
-        let answer: ListAnswer = read(answer)?;
+    fn parse(&self, _: &Call, answer: Answer<'_>) -> Result<Option<ErrorPage>, WeChatError> {
+        let answer: ListAnswer = answer.read()?;
         let total = answer.total_count.0.filter(|total| *total >= 0.0);
         if total.is_none() && answer.data.is_empty() {
             return Ok(None);
@@ -344,7 +344,7 @@ const MESSAGES: [&str; 5] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{parsed, rendered};
+    use crate::report::tests::{parsed, rendered, ParseJson};
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -440,7 +440,7 @@ mod tests {
             {"errorMsgMd5": "0123456789abcdef99", "errorMsg": "same id, fewer pv", "pv": 1},
         ]});
         let call = &JsErrors.calls(day("20210125"), &Settings::default())[0];
-        let page = JsErrors.parse(call, answer).unwrap().unwrap();
+        let page = JsErrors.parse_json(call, answer).unwrap().unwrap();
         let errors = JsErrors.snapshot(day("20210125"), &[Some(&page)], &Settings::default());
         let text = rendered(&JsErrors, errors);
         let info: Vec<&str> = text

@@ -15,7 +15,7 @@ use super::{span, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{read, Num};
+use crate::wechat::wire::{read_value, Answer, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The launch performance report.
@@ -55,8 +55,8 @@ struct TimeEntry {
 
 /// The entries of an answer: `default_time_data` is JSON in a string (or, leniently, an
 /// object); an empty string holds nothing.
-fn entries(answer: Value) -> Result<Vec<TimeEntry>, WeChatError> {
-    let answer: PerformanceAnswer = read(answer)?;
+fn entries(answer: Answer<'_>) -> Result<Vec<TimeEntry>, WeChatError> {
+    let answer: PerformanceAnswer = answer.read()?;
     let data = match answer.default_time_data {
         Value::String(text) if text.trim().is_empty() => return Ok(Vec::new()),
         Value::String(text) => serde_json::from_str(&text)
@@ -64,7 +64,7 @@ fn entries(answer: Value) -> Result<Vec<TimeEntry>, WeChatError> {
         Value::Null => return Ok(Vec::new()),
         other => other,
     };
-    Ok(read::<TimeData>(data)?.list)
+    Ok(read_value::<TimeData>(data)?.list)
 }
 
 /// The call of one phase over the days `first..=last`.
@@ -140,7 +140,7 @@ impl ReportSpec for LaunchTime {
             .collect()
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<f64>, WeChatError> {
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<f64>, WeChatError> {
         let found = times(entries(answer)?, call.part).find(|(day, _)| *day == call.asks);
         Ok(found.map(|(_, milliseconds)| milliseconds))
     }
@@ -165,7 +165,11 @@ impl ReportSpec for LaunchTime {
             .collect()
     }
 
-    fn parse_history(&self, call: &Call, answer: Value) -> Result<Vec<(Call, f64)>, WeChatError> {
+    fn parse_history(
+        &self,
+        call: &Call,
+        answer: Answer<'_>,
+    ) -> Result<Vec<(Call, f64)>, WeChatError> {
         let Some((first, last)) = call_days(call) else {
             return Ok(Vec::new());
         };
@@ -228,7 +232,7 @@ fn simulated(model: &Model, day: Period, phase: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::rendered;
+    use crate::report::tests::{rendered, ParseJson};
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -240,11 +244,11 @@ mod tests {
             "compare_time_data": "", "errcode": 0});
         let calls = LaunchTime.calls(day("20191029"), &Settings::default());
         assert_eq!(
-            LaunchTime.parse(&calls[1], answer.clone()),
+            LaunchTime.parse_json(&calls[1], answer.clone()),
             Ok(Some(1533.0))
         );
         // The entry is for phase 2: the total (phase 1) is not in it.
-        assert_eq!(LaunchTime.parse(&calls[0], answer), Ok(None));
+        assert_eq!(LaunchTime.parse_json(&calls[0], answer), Ok(None));
     }
 
     #[test]
@@ -257,11 +261,11 @@ mod tests {
             json!({"list": [{"ref_date": "20191029", "cost_time_type": 1, "cost_time": -5}]}),
         ] {
             let answer = json!({ "default_time_data": data });
-            assert_eq!(LaunchTime.parse(call, answer), Ok(None), "{data}");
+            assert_eq!(LaunchTime.parse_json(call, answer), Ok(None), "{data}");
         }
         let broken = json!({"default_time_data": "{\"list\":["});
         assert!(matches!(
-            LaunchTime.parse(call, broken),
+            LaunchTime.parse_json(call, broken),
             Err(WeChatError::Decode(_))
         ));
     }
@@ -277,7 +281,7 @@ mod tests {
             {"ref_date": "20240102", "cost_time_type": 1, "cost_time": 2000},
             {"ref_date": "20240301", "cost_time_type": 1, "cost_time": 1},
         ]}).to_string()});
-        let pieces = LaunchTime.parse_history(&calls[0], answer).unwrap();
+        let pieces = LaunchTime.parse_history_json(&calls[0], answer).unwrap();
         assert_eq!(
             pieces,
             [(

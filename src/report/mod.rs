@@ -33,6 +33,7 @@ use serde_json::Value;
 use crate::exposition::{Exposition, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{Refusal, Request};
+use crate::wechat::wire::Answer;
 use crate::wechat::{Call, WeChatError};
 
 pub mod daily_summary;
@@ -98,7 +99,7 @@ pub trait ReportSpec: Sync + 'static {
     fn calls(&self, period: Period, reports: &Settings) -> Vec<Call>;
     /// Reads the answer to `call` (a JSON object without an errcode): `None` when it holds
     /// nothing, which means "not published" (never a zero).
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Self::Piece>, WeChatError>;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Self::Piece>, WeChatError>;
     /// What is exported of `period`, from the pieces of its calls, in the order of
     /// [`ReportSpec::calls`]; the first is always there.
     fn snapshot(
@@ -136,7 +137,7 @@ pub trait ReportSpec: Sync + 'static {
     fn parse_history(
         &self,
         call: &Call,
-        answer: Value,
+        answer: Answer<'_>,
     ) -> Result<Vec<(Call, Self::Piece)>, WeChatError> {
         let piece = self.parse(call, answer)?;
         Ok(piece
@@ -415,6 +416,33 @@ pub(crate) mod tests {
         };
         report.parse(&call, answer)
     }
+
+    /// A report's parsers fed a JSON value, as the text WeChat would send for it.
+    pub trait ParseJson: ReportSpec {
+        /// [`ReportSpec::parse`] of `value` sent as text.
+        fn parse_json(
+            &self,
+            call: &Call,
+            value: Value,
+        ) -> Result<Option<Self::Piece>, WeChatError> {
+            let text = value.to_string();
+            let answer = wire::answer(text.as_bytes())?.expect("an answer, not 61503");
+            self.parse(call, answer)
+        }
+
+        /// [`ReportSpec::parse_history`] of `value` sent as text.
+        fn parse_history_json(
+            &self,
+            call: &Call,
+            value: Value,
+        ) -> Result<Vec<(Call, Self::Piece)>, WeChatError> {
+            let text = value.to_string();
+            let answer = wire::answer(text.as_bytes())?.expect("an answer, not 61503");
+            self.parse_history(call, answer)
+        }
+    }
+
+    impl<R: ReportSpec> ParseJson for R {}
 
     /// The families of `R` for one app (shop, wx1234567890abcdef) holding `snapshot` as its
     /// daily period.

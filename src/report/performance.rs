@@ -16,7 +16,7 @@ use super::{span, Family, Publication, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{note, read, Dropped, Signed};
+use crate::wechat::wire::{note, Answer, Dropped, Signed};
 use crate::wechat::{Call, WeChatError};
 
 /// The performance data report.
@@ -86,8 +86,8 @@ struct Field {
 
 /// Every (day, table id, value) of an answer; a table id is kept once per day (its first
 /// value).
-fn values(answer: Value) -> Result<Vec<(Period, String, f64)>, WeChatError> {
-    let answer: BootAnswer = read(answer)?;
+fn values(answer: Answer<'_>) -> Result<Vec<(Period, String, f64)>, WeChatError> {
+    let answer: BootAnswer = answer.read()?;
     let tables = answer
         .data
         .and_then(|data| data.body)
@@ -182,7 +182,7 @@ impl ReportSpec for Performance {
             .collect()
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Indicators>, WeChatError> {
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Indicators>, WeChatError> {
         let found: Indicators = values(answer)?
             .into_iter()
             .filter(|(day, _, _)| *day == call.asks)
@@ -214,7 +214,7 @@ impl ReportSpec for Performance {
     fn parse_history(
         &self,
         call: &Call,
-        answer: Value,
+        answer: Answer<'_>,
     ) -> Result<Vec<(Call, Indicators)>, WeChatError> {
         let Some((first, last)) = call_days(call) else {
             return Ok(Vec::new());
@@ -309,7 +309,7 @@ fn simulated_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::rendered;
+    use crate::report::tests::{rendered, ParseJson};
 
     fn day(text: &str) -> Period {
         Period::parse_ref_date(text).unwrap()
@@ -327,7 +327,7 @@ mod tests {
             calls[3].body
         );
         assert_eq!(
-            Performance.parse(&calls[3], answer),
+            Performance.parse_json(&calls[3], answer),
             Ok(Some(vec![("memory".to_string(), 314.0)]))
         );
     }
@@ -342,7 +342,7 @@ mod tests {
             json!({"data": {"body": {"tables": [{"id": "x", "lines": [{"fields": [{"refdate": "20210103", "value": "n/a"}]}]}]}}}),
         ] {
             assert_eq!(
-                Performance.parse(call, answer.clone()),
+                Performance.parse_json(call, answer.clone()),
                 Ok(None),
                 "{answer}"
             );
@@ -358,7 +358,7 @@ mod tests {
             {"id": "rate", "lines": [line("0.7")]},
         ]}}});
         assert_eq!(
-            Performance.parse(call, answer),
+            Performance.parse_json(call, answer),
             Ok(Some(vec![("rate".to_string(), 0.9)]))
         );
     }

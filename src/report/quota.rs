@@ -15,7 +15,7 @@ use super::{Family, Publication, Report, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Refusal, Request};
-use crate::wechat::wire::{read, Num};
+use crate::wechat::wire::{Answer, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The API quota report.
@@ -139,8 +139,8 @@ impl ReportSpec for Quota {
             .collect()
     }
 
-    fn parse(&self, _: &Call, answer: Value) -> Result<Option<Usage>, WeChatError> {
-        let answer: QuotaAnswer = read(answer)?;
+    fn parse(&self, _: &Call, answer: Answer<'_>) -> Result<Option<Usage>, WeChatError> {
+        let answer: QuotaAnswer = answer.read()?;
         let count = |n: Num| n.0.filter(|n| *n >= 0.0);
         Ok(answer.quota.map(|quota| Usage {
             daily_limit: count(quota.daily_limit),
@@ -187,7 +187,7 @@ impl ReportSpec for Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::rendered;
+    use crate::report::tests::{rendered, ParseJson};
 
     fn today() -> Period {
         Period::parse_ref_date("20240605").unwrap()
@@ -199,14 +199,14 @@ mod tests {
         let answer = json!({"errcode":0,"quota":{"daily_limit":10000000,"used":1,"remain":9999999},
             "rate_limit":{"call_count":10,"refresh_second":1}});
         assert_eq!(
-            Quota.parse(call, answer),
+            Quota.parse_json(call, answer),
             Ok(Some(Usage {
                 daily_limit: Some(1e7),
                 used: Some(1.0),
                 remain: Some(9_999_999.0)
             }))
         );
-        assert_eq!(Quota.parse(call, json!({"errcode": 0})), Ok(None));
+        assert_eq!(Quota.parse_json(call, json!({"errcode": 0})), Ok(None));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
+use crate::wechat::wire::{check_ref_date, integer, note, Answer, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The retention report.
@@ -218,8 +218,8 @@ impl ReportSpec for Retention {
             .collect()
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Cohort>, WeChatError> {
-        let answer: RetentionAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Cohort>, WeChatError> {
+        let answer: RetentionAnswer = answer.read()?;
         if answer.visit_uv_new.is_empty() && answer.visit_uv.is_empty() {
             return Ok(None);
         }

@@ -18,7 +18,7 @@ use crate::period::{Period, PeriodKind};
 use crate::shared::Name;
 use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::simulated::RefDateForm;
-use crate::wechat::wire::{note, read, Dropped, Num};
+use crate::wechat::wire::{note, Answer, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The user portrait report.
@@ -226,8 +226,8 @@ impl ReportSpec for UserPortrait {
             .collect()
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Portrait>, WeChatError> {
-        let answer: PortraitAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Portrait>, WeChatError> {
+        let answer: PortraitAnswer = answer.read()?;
         let portrait = Portrait {
             new: half(answer.visit_uv_new),
             active: half(answer.visit_uv),
@@ -480,7 +480,7 @@ const DEVICES: [&str; 36] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{parsed, rendered};
+    use crate::report::tests::{parsed, rendered, ParseJson};
 
     fn portrait(body: &str) -> Option<Portrait> {
         parsed(&UserPortrait, "20170611", body).unwrap()
@@ -575,7 +575,7 @@ mod tests {
             (7, "201706", false),
         ];
         for (days, ref_date, accepted) in table {
-            let parsed = UserPortrait.parse(&call_of(days), portrait(ref_date));
+            let parsed = UserPortrait.parse_json(&call_of(days), portrait(ref_date));
             assert_eq!(parsed.is_ok(), accepted, "{days} days, ref_date {ref_date}");
             if !accepted {
                 assert!(matches!(parsed, Err(WeChatError::Decode(_))), "{ref_date}");
@@ -595,12 +595,12 @@ mod tests {
         let body = serde_json::json!({"ref_date": "20170611-20170617",
             "visit_uv_new": [], "visit_uv": {"city": [{"name": "杭州", "access_source_visit_uv": 9},
             {"name": "杭州", "value": 3}, {"value": 5}, {"name": "x", "value": "n/a"}], "ages": "none"}});
-        let read = UserPortrait.parse(&call, body).unwrap().unwrap();
+        let read = UserPortrait.parse_json(&call, body).unwrap().unwrap();
         assert_eq!(entries(&read.active, "city"), [("杭州".to_string(), 9.0)]);
         assert!(read.new.is_empty());
         let wrong = serde_json::json!({"ref_date": "20170610-20170616", "visit_uv": {"city": [{"name": "a", "value": 1}]}});
         assert!(matches!(
-            UserPortrait.parse(&call, wrong),
+            UserPortrait.parse_json(&call, wrong),
             Err(WeChatError::Decode(_))
         ));
     }

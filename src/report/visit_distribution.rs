@@ -17,7 +17,7 @@ use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, integer, note, read, Dropped, Num};
+use crate::wechat::wire::{check_ref_date, integer, note, Answer, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The visit distribution report.
@@ -264,8 +264,8 @@ impl ReportSpec for VisitDistribution {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Distribution>, WeChatError> {
-        let answer: DistributionAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Distribution>, WeChatError> {
+        let answer: DistributionAnswer = answer.read()?;
         if answer.list.is_empty() {
             return Ok(None);
         }

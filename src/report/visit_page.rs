@@ -13,7 +13,7 @@ use super::{datacube, Family, ReportSpec};
 use crate::exposition::{bounded_label, Samples};
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{noise, round4, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, note, read, Dropped, Num};
+use crate::wechat::wire::{check_ref_date, note, Answer, Dropped, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The visit page report.
@@ -159,8 +159,8 @@ impl ReportSpec for VisitPage {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Vec<Page>>, WeChatError> {
-        let answer: PageAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Vec<Page>>, WeChatError> {
+        let answer: PageAnswer = answer.read()?;
         if answer.list.is_empty() {
             return Ok(None);
         }

@@ -13,7 +13,7 @@ use super::{datacube, Family, ReportSpec};
 use crate::exposition::Samples;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{round4, Model, Refusal, Request};
-use crate::wechat::wire::{check_ref_date, read, Num};
+use crate::wechat::wire::{check_ref_date, Answer, Num};
 use crate::wechat::{Call, WeChatError};
 
 /// The visit trend report.
@@ -136,8 +136,8 @@ impl ReportSpec for VisitTrend {
         vec![datacube::call(self.path(period.kind()), period)]
     }
 
-    fn parse(&self, call: &Call, answer: Value) -> Result<Option<Trend>, WeChatError> {
-        let answer: TrendAnswer = read(answer)?;
+    fn parse(&self, call: &Call, answer: Answer<'_>) -> Result<Option<Trend>, WeChatError> {
+        let answer: TrendAnswer = answer.read()?;
         let Some(item) = answer.list.into_iter().next() else {
             return Ok(None);
         };

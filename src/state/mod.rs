@@ -41,6 +41,7 @@ use crate::publication::Habits;
 use crate::report::Settings as ReportSettings;
 use crate::report::{Held, Report};
 use crate::sink::{Answers, Resume};
+use crate::wechat::{wire, WeChatError};
 
 mod gaps;
 mod writer;
@@ -503,11 +504,12 @@ fn held_from(
             .find(|kept| kept.path == call.path && kept.part == call.part && kept.body == call.body)
             .ok_or("an answer is missing (the settings changed)")?;
         if let Some(raw) = &answer.answer {
-            let value = serde_json::from_str(raw.get())
-                .map_err(|error| format!("an answer does not read: {error}"))?;
-            pieces
-                .read(0, &call, value)
-                .map_err(|error| format!("an answer does not read: {error}"))?;
+            let read = match wire::answer(raw.get().as_bytes()) {
+                Ok(Some(answer)) => pieces.read(0, &call, answer),
+                Ok(None) => Err(WeChatError::Decode("it says \"not ready\"".into())),
+                Err(error) => Err(error),
+            };
+            read.map_err(|error| format!("an answer does not read: {error}"))?;
         }
     }
     let snapshot = pieces

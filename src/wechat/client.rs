@@ -13,11 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::token::TokenCache;
-use super::wire::{self, Tally};
+use super::wire::{self, Answer, Tally};
 use super::{Call, WeChatError};
 use crate::clock::Clock;
 use crate::domain::{App, Polling};
@@ -99,7 +98,7 @@ impl Client {
         &self,
         connection: &AppConnection,
         call: &Call,
-        mut parse: impl FnMut(Value) -> Result<Option<T>, WeChatError>,
+        mut parse: impl FnMut(Answer<'_>) -> Result<Option<T>, WeChatError>,
     ) -> Result<Option<T>, WeChatError> {
         let token = self.token(connection, None).await?;
         match self.post(connection, &token, call, &mut parse).await {
@@ -133,7 +132,7 @@ impl Client {
         connection: &AppConnection,
         token: &str,
         call: &Call,
-        parse: &mut impl FnMut(Value) -> Result<Option<T>, WeChatError>,
+        parse: &mut impl FnMut(Answer<'_>) -> Result<Option<T>, WeChatError>,
     ) -> Result<Option<T>, WeChatError> {
         let request = self
             .http

@@ -8,6 +8,7 @@
 //! the rest of its answer with private serde types of its own (see `crate::report`).
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::WeChatError;
@@ -157,53 +158,214 @@ impl TokenAnswer {
     }
 }
 
-/// Reads a body as a JSON object; anything else (HTML, truncated JSON, an array) is a decode
-/// error.
-fn object(body: &[u8]) -> Result<Value, WeChatError> {
-    match serde_json::from_slice(body).map_err(decode_error)? {
-        value @ Value::Object(_) => Ok(value),
-        other => Err(WeChatError::Decode(format!(
-            "expected a JSON object, got {}",
-            kind_of(&other)
-        ))),
+/// An answer as WeChat sent it: a JSON object with no errcode (or errcode 0), not yet read
+/// into a report's wire type. Each report reads it once, straight from the received text, into
+/// the wire type it expects ([`Answer::read`]); the text itself is what is kept of it
+/// ([`Answer::kept`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Answer<'a> {
+    raw: &'a RawValue,
+}
+
+impl PartialEq for Answer<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get()
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+impl<'a> Answer<'a> {
+    /// Reads the answer into a report's wire type.
+    pub fn read<T: Deserialize<'a>>(self) -> Result<T, WeChatError> {
+        serde_json::from_str(self.raw.get()).map_err(decode_error)
+    }
+
+    /// The answer as received, to keep (for the state on disk).
+    pub fn kept(self) -> Box<RawValue> {
+        self.raw.to_owned()
+    }
+
+    /// The answer's text.
+    pub fn text(self) -> &'a str {
+        self.raw.get()
+    }
+}
+
+/// Reads a body as a JSON object (anything else, HTML, truncated JSON, an array, is a decode
+/// error) and checks its errcode: the object, and whether it says "not ready".
+fn object(body: &[u8]) -> Result<(&RawValue, bool), WeChatError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| WeChatError::Decode("the answer is not UTF-8 text".into()))?;
+    let raw: &RawValue = serde_json::from_str(text).map_err(decode_error)?;
+    let first = raw.get().as_bytes().first().copied();
+    if first != Some(b'{') {
+        return Err(WeChatError::Decode(format!(
+            "expected a JSON object, got {}",
+            kind_of(first)
+        )));
+    }
+    let head: Head = serde_json::from_str(raw.get()).map_err(decode_error)?;
+    Ok((raw, head.check()?))
+}
+
+/// What a JSON value is, from its first character.
+fn kind_of(first: Option<u8>) -> &'static str {
+    match first {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') | None => "null",
+        Some(_) => "a number",
     }
 }
 
 /// Reads a body as WeChat answers it: `Ok(None)` for "not ready" (errcode 61503), `Err` for
-/// another errcode or a body that is not a JSON object, else the object.
-pub fn answer(body: &[u8]) -> Result<Option<Value>, WeChatError> {
-    let answer = object(body)?;
-    Ok((!check_errcode(&answer)?).then_some(answer))
+/// another errcode or a body that is not a JSON object, else the answer.
+pub fn answer(body: &[u8]) -> Result<Option<Answer<'_>>, WeChatError> {
+    let (raw, not_ready) = object(body)?;
+    Ok((!not_ready).then_some(Answer { raw }))
 }
 
-/// Reads the errcode of an answer: `Err` for a non-zero one, `Ok(true)` for "not ready".
-fn check_errcode(answer: &Value) -> Result<bool, WeChatError> {
-    let errcode = answer
-        .get("errcode")
-        .and_then(number)
-        .map(|code| code as i64);
-    match errcode {
-        None | Some(0) => Ok(false),
-        Some(NOT_READY) => Ok(true),
-        Some(errcode) => Err(WeChatError::Api {
-            errcode,
-            errmsg: match answer.get("errmsg") {
-                Some(Value::String(text)) => excerpt(text),
-                None | Some(Value::Null) => String::new(),
-                Some(other) => excerpt(&other.to_string()),
-            },
-        }),
+/// The errcode and errmsg of an answer, every other field skipped unread. A field given
+/// twice counts as its last, as in any JSON object read whole.
+#[derive(Default)]
+struct Head {
+    errcode: Option<Value>,
+    errmsg: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+/// A field of an answer, as far as [`Head`] cares.
+enum HeadField {
+    Errcode,
+    Errmsg,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for HeadField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl serde::de::Visitor<'_> for FieldVisitor {
+            type Value = HeadField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<HeadField, E> {
+                Ok(match name {
+                    "errcode" => HeadField::Errcode,
+                    "errmsg" => HeadField::Errmsg,
+                    _ => HeadField::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Head, M::Error> {
+        let mut head = Head::default();
+        while let Some(field) = map.next_key::<HeadField>()? {
+            match field {
+                HeadField::Errcode => head.errcode = Some(map.next_value()?),
+                HeadField::Errmsg => head.errmsg = Some(map.next_value()?),
+                HeadField::Other => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// Any JSON value, read and dropped without a copy, no deeper than serde_json reads a value
+/// (128 levels): the skipping of `IgnoredAny` has no such bound, and an answer nested deeper
+/// is refused here, before any report reads it.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Skip, S::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Skip, M::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
+impl Head {
+    /// Checks the errcode: `Err` for a non-zero one, `Ok(true)` for "not ready".
+    fn check(self) -> Result<bool, WeChatError> {
+        let errcode = self
+            .errcode
+            .as_ref()
+            .and_then(number)
+            .map(|code| code as i64);
+        match errcode {
+            None | Some(0) => Ok(false),
+            Some(NOT_READY) => Ok(true),
+            Some(errcode) => Err(WeChatError::Api {
+                errcode,
+                errmsg: match self.errmsg {
+                    Some(Value::String(text)) => excerpt(&text),
+                    None | Some(Value::Null) => String::new(),
+                    Some(other) => excerpt(&other.to_string()),
+                },
+            }),
+        }
     }
 }
 
@@ -223,16 +385,15 @@ fn excerpt(text: &str) -> String {
     short
 }
 
-/// Reads an answer object into a report's wire type.
-pub fn read<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, WeChatError> {
-    serde_json::from_value(answer).map_err(decode_error)
+/// Reads a JSON value inside an answer (JSON given in a string, say) into a wire type.
+pub fn read_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WeChatError> {
+    serde_json::from_value(value).map_err(decode_error)
 }
 
 /// Parses a token answer, or the errcode it carries.
 pub fn parse_token(body: &[u8]) -> Result<TokenAnswer, WeChatError> {
-    let answer = object(body)?;
-    check_errcode(&answer)?;
-    read(answer)
+    let (raw, _) = object(body)?;
+    serde_json::from_str(raw.get()).map_err(decode_error)
 }
 
 fn decode_error(error: serde_json::Error) -> WeChatError {
@@ -321,6 +482,40 @@ mod tests {
     }
 
     #[test]
+    fn answers_nested_deeper_than_128_levels_are_decode_errors_in_any_field() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for field in ["list", "access_token", "errmsg"] {
+            let body = format!("{{\"{field}\":{}}}", nested(200_000));
+            assert!(
+                matches!(answer(body.as_bytes()), Err(WeChatError::Decode(_))),
+                "{field}"
+            );
+            assert!(
+                matches!(parse_token(body.as_bytes()), Err(WeChatError::Decode(_))),
+                "{field}"
+            );
+        }
+        let body = format!("{{\"list\":{}}}", nested(100));
+        assert!(matches!(answer(body.as_bytes()), Ok(Some(_))));
+    }
+
+    #[test]
+    fn an_answer_is_read_from_the_text_received_and_kept_as_it_came() {
+        let body = r#"{"list":[{"ref_date":"20170313", "visit_uv":5}],"list":[],"x":"\u4e2d"}"#;
+        let answer = answer(body.as_bytes()).unwrap().unwrap();
+        assert_eq!(answer.kept().get(), body);
+        let text = "{\"errcode\":0,\"errmsg\":\"ok\"} ";
+        assert_eq!(
+            self::answer(text.as_bytes()).unwrap().unwrap().text(),
+            text.trim()
+        );
+        assert!(matches!(
+            self::answer(b"{\"list\":\"\xff\"}"),
+            Err(WeChatError::Decode(_))
+        ));
+    }
+
+    #[test]
     fn an_answer_for_another_period_is_refused() {
         let day = Period::parse_ref_date("20170313").unwrap();
         assert!(check_ref_date(Some("20170313"), day).is_ok());
@@ -347,7 +542,7 @@ mod tests {
             e: Num,
         }
         let wire: Wire =
-            read(serde_json::json!({"a": 211, "b": "12.5", "c": null, "d": "n/a"})).unwrap();
+            read_value(serde_json::json!({"a": 211, "b": "12.5", "c": null, "d": "n/a"})).unwrap();
         assert_eq!(
             [wire.a.0, wire.b.0, wire.c.0, wire.d.0, wire.e.0],
             [Some(211.0), Some(12.5), None, None, None]

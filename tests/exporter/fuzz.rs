@@ -377,12 +377,20 @@ impl Target {
     fn read<'a>(&self, answers: impl IntoIterator<Item = &'a Value>) -> Pieces {
         let mut pieces = self.report.pieces();
         for (call, answer) in self.calls.iter().zip(answers) {
-            self.read_into(&mut pieces, call, answer.clone());
+            self.read_value(&mut pieces, call, answer);
         }
         pieces
     }
 
-    fn read_into(&self, pieces: &mut Pieces, call: &Call, answer: Value) {
+    /// Reads `answer` as the text WeChat would send for it.
+    fn read_value(&self, pieces: &mut Pieces, call: &Call, answer: &Value) {
+        let text = answer.to_string();
+        if let Ok(Some(answer)) = wire::answer(text.as_bytes()) {
+            self.read_into(pieces, call, answer);
+        }
+    }
+
+    fn read_into(&self, pieces: &mut Pieces, call: &Call, answer: wire::Answer<'_>) {
         if self.history {
             let _ = pieces.read_history(0, call, answer);
         } else {
@@ -394,7 +402,7 @@ impl Target {
     /// `call` gives on its own.
     fn given_by(&self, call: usize) -> (Vec<usize>, Vec<Call>) {
         let mut pieces = self.report.pieces();
-        self.read_into(&mut pieces, &self.calls[call], self.values[call].clone());
+        self.read_value(&mut pieces, &self.calls[call], &self.values[call]);
         let reports = reports();
         let mut covers = Vec::new();
         let mut gives = Vec::new();
@@ -431,7 +439,7 @@ fn run(target: &Target, bodies: &[Option<&[u8]>]) -> String {
         };
         let call = &target.calls[number];
         if target.history {
-            target.read_into(&mut changed, call, answer.clone());
+            target.read_into(&mut changed, call, answer);
         }
         target.read_into(&mut pieces, call, answer);
     }
