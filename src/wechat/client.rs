@@ -10,6 +10,7 @@
 //! Errors never carry a URL, a token or a secret: reqwest's URL is stripped and every
 //! credential of the app is scrubbed from the messages.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ impl AppConnection {
 pub struct Client {
     pub(super) http: reqwest::Client,
     pub(super) base_url: String,
+    /// The URL of each API path, parsed once: parsing one is a good part of a request's cost.
+    urls: std::sync::Mutex<HashMap<&'static str, Option<reqwest::Url>>>,
     pub(super) clock: Clock,
     pub(super) polling: Polling,
     limiter: Arc<Semaphore>,
@@ -84,6 +87,7 @@ impl Client {
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
+            urls: std::sync::Mutex::default(),
             clock,
             polling: polling.clone(),
             limiter: Arc::new(Semaphore::new(polling.concurrency)),
@@ -134,10 +138,18 @@ impl Client {
         call: &Call,
         parse: &mut impl FnMut(Answer<'_>) -> Result<Option<T>, WeChatError>,
     ) -> Result<Option<T>, WeChatError> {
-        let request = self
-            .http
-            .post(format!("{}/{}", self.base_url, call.path))
-            .query(&[("access_token", token)])
+        let request = match self.url(call.path) {
+            Some(mut url) => {
+                url.query_pairs_mut().append_pair("access_token", token);
+                self.http.post(url)
+            }
+            // What does not parse fails as the request, and is reported as one.
+            None => self
+                .http
+                .post(format!("{}/{}", self.base_url, call.path))
+                .query(&[("access_token", token)]),
+        };
+        let request = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(call.body.clone());
         let app = &connection.app;
@@ -155,6 +167,15 @@ impl Client {
             self.observer.dropped(app, call.endpoint(), tally);
         }
         Ok(found)
+    }
+
+    /// The URL of the API path `path`, if it parses.
+    fn url(&self, path: &'static str) -> Option<reqwest::Url> {
+        let mut urls = self.urls.lock().expect("the URL cache lock");
+        let url = urls
+            .entry(path)
+            .or_insert_with(|| reqwest::Url::parse(&format!("{}/{}", self.base_url, path)).ok());
+        url.clone()
     }
 
     /// Sends one request under the concurrency limit, reads and parses the answer, and
