@@ -9,6 +9,7 @@
 
 use chrono::{Days, NaiveDate};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::Settings;
@@ -18,7 +19,7 @@ use crate::period::{Period, PeriodKind};
 use crate::shared::Name;
 use crate::simulated::model::{noise, Model, Refusal, Request};
 use crate::simulated::RefDateForm;
-use crate::wechat::wire::{note, Answer, Dropped, Num};
+use crate::wechat::wire::{fields, note, Answer, Dropped, Num, Text};
 use crate::wechat::{Call, WeChatError};
 
 /// The user portrait report.
@@ -67,25 +68,17 @@ pub struct Portraits {
 }
 
 #[derive(Deserialize)]
-struct PortraitAnswer {
+struct PortraitAnswer<'a> {
     #[serde(default)]
     ref_date: Option<String>,
-    #[serde(default)]
-    visit_uv_new: Value,
-    #[serde(default)]
-    visit_uv: Value,
+    #[serde(default, borrow)]
+    visit_uv_new: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    visit_uv: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct EntryWire {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    value: Num,
-    /// What old documentation named the value.
-    #[serde(default)]
-    access_source_visit_uv: Num,
-}
+/// The fields of an entry: its name, its value, and what old documentation named the value.
+const ENTRY_FIELDS: [&str; 3] = ["name", "value", "access_source_visit_uv"];
 
 /// The `range` label of a range of `days`.
 fn range_label(days: u32) -> &'static str {
@@ -96,29 +89,33 @@ fn range_label(days: u32) -> &'static str {
     }
 }
 
-/// Reads one half leniently: an object of arrays; anything else holds nothing.
-fn half(value: Value) -> Half {
-    let Value::Object(mut object) = value else {
-        return Half::default();
-    };
-    let dimensions = DIMENSIONS.iter().map(|(key, dimension)| {
-        let entries: Vec<EntryWire> = match object.remove(*key) {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .filter_map(|item| serde_json::from_value(item).ok())
-                .collect(),
-            _ => Vec::new(),
-        };
-        let entries = entries.into_iter().filter_map(|entry| {
-            let value = entry.value.0.or(entry.access_source_visit_uv.0)?;
-            let name = label(entry.name.as_deref()?.trim());
-            (!name.is_empty()).then_some((name, value))
-        });
+/// Reads one half leniently, from the answer's text: an object of arrays; anything else
+/// holds nothing, and so does an entry that is not an object with a string `name`.
+fn half(half: Option<&RawValue>) -> Half {
+    let keys = DIMENSIONS.map(|(key, _)| key);
+    let arrays = half.and_then(|half| fields(half.get(), keys));
+    let dimensions = DIMENSIONS.iter().zip(arrays.unwrap_or_default());
+    let dimensions = dimensions.map(|((_, dimension), array)| {
+        let items: Vec<&RawValue> = array
+            .and_then(|array| serde_json::from_str(array.get()).ok())
+            .unwrap_or_default();
+        let entries = items.into_iter().filter_map(entry);
         (*dimension, largest(entries.collect(), usize::MAX))
     });
     Half {
         dimensions: dimensions.collect(),
     }
+}
+
+/// One entry `{id, name, value}` with a string `name` and a value.
+fn entry(item: &RawValue) -> Option<(Name, f64)> {
+    let [name, value, old] = fields(item.get(), ENTRY_FIELDS)?;
+    let number =
+        |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<Num>(raw.get()).ok()?.0);
+    let value = number(value).or(number(old));
+    let name: Option<Text> = serde_json::from_str(name?.get()).ok()?;
+    let name = label(name?.0.trim());
+    (!name.is_empty()).then_some((name, value?))
 }
 
 /// The shared `name` label of `text`: cut to `NAME_LENGTH` characters, control characters

@@ -10,6 +10,7 @@
 use crate::period::Period;
 
 pub mod client;
+mod lenient;
 pub mod token;
 mod tokens;
 pub mod wire;

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+pub use super::lenient::{fields, Text};
+use super::lenient::{numeric, Number, Skip};
 use super::WeChatError;
 use crate::period::Period;
 
@@ -29,7 +31,7 @@ pub struct Num(pub Option<f64>);
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = number(&Value::deserialize(deserializer)?);
+        let Number(value) = Number::deserialize(deserializer)?;
         let believable = value.filter(|value| (0.0..=MAX_COUNT).contains(value));
         if value.is_some() && believable.is_none() {
             note(Dropped::Invalid);
@@ -45,7 +47,7 @@ pub struct Signed(pub Option<f64>);
 
 impl<'de> Deserialize<'de> for Signed {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = number(&Value::deserialize(deserializer)?);
+        let Number(value) = Number::deserialize(deserializer)?;
         let believable = value.filter(|value| value.abs() <= MAX_COUNT);
         if value.is_some() && believable.is_none() {
             note(Dropped::Invalid);
@@ -106,7 +108,7 @@ pub fn note(dropped: Dropped) {
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(number) => number.as_f64(),
-        Value::String(text) => text.trim().parse::<f64>().ok(),
+        Value::String(text) => numeric(text),
         _ => None,
     }
     .filter(|number| number.is_finite())
@@ -288,61 +290,6 @@ impl<'de> serde::de::Visitor<'de> for HeadVisitor {
             }
         }
         Ok(head)
-    }
-}
-
-/// Any JSON value, read and dropped without a copy, no deeper than serde_json reads a value
-/// (128 levels): the skipping of `IgnoredAny` has no such bound, and an answer nested deeper
-/// is refused here, before any report reads it.
-struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkipVisitor)
-    }
-}
-
-struct SkipVisitor;
-
-impl<'de> serde::de::Visitor<'de> for SkipVisitor {
-    type Value = Skip;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Skip, S::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-
-    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Skip, M::Error> {
-        while map.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Skip)
     }
 }
 
