@@ -116,6 +116,7 @@ fn write_batch(
         failed.push((path, bytes));
     };
     let mut staged: Vec<(PathBuf, PathBuf, Vec<u8>)> = Vec::new();
+    let mut ready = None;
     for (path, bytes) in batch {
         if shared.pending().closed {
             staged
@@ -123,7 +124,7 @@ fn write_batch(
                 .for_each(|(_, temporary, _)| remove_quietly(temporary));
             return None;
         }
-        match stage_app_file(&path, &bytes) {
+        match stage_app_file(&path, &bytes, &mut ready) {
             Ok(temporary) => staged.push((path, temporary, bytes)),
             Err(error) => fail(path, bytes, &error),
         }
@@ -154,12 +155,18 @@ fn write_batch(
 }
 
 /// Syncs, once each, the filesystems that hold `paths` (their directories): what was
-/// written there, renames included, is on the device.
+/// written there, renames included, is on the device. Paths in order (a batch's) have those
+/// of a directory together, and each directory is looked at once.
 fn sync_filesystems<'a>(paths: impl Iterator<Item = &'a Path>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let mut synced = std::collections::BTreeSet::new();
+    let mut seen = None;
     for path in paths {
-        let dir = File::open(path.parent().unwrap_or(Path::new(".")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if seen.replace(dir) == Some(dir) {
+            continue;
+        }
+        let dir = File::open(dir)?;
         if synced.insert(dir.metadata()?.dev()) {
             rustix::fs::syncfs(&dir)?;
         }
@@ -169,13 +176,21 @@ fn sync_filesystems<'a>(paths: impl Iterator<Item = &'a Path>) -> std::io::Resul
 
 /// Writes `bytes` into a new temporary file beside `path`, in an app's directory, which must
 /// be one of the storage's own (created if missing), not a link that would send the state
-/// elsewhere; the temporary file's path.
-fn stage_app_file(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+/// elsewhere; the temporary file's path. `ready` is the last directory found so, which the
+/// next file of a batch, beside it, need not look at again.
+fn stage_app_file(
+    path: &Path,
+    bytes: &[u8],
+    ready: &mut Option<PathBuf>,
+) -> std::io::Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    own_directory(dir).map_err(std::io::Error::other)?;
-    match std::fs::create_dir(dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
-        _ => {}
+    if ready.as_deref() != Some(dir) {
+        own_directory(dir).map_err(std::io::Error::other)?;
+        match std::fs::create_dir(dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+            _ => {}
+        }
+        *ready = Some(dir.to_path_buf());
     }
     stage(path, bytes).map(|(temporary, _)| temporary)
 }
