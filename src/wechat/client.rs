@@ -212,28 +212,43 @@ impl Client {
 }
 
 /// The body of an answer, at most [`MAX_ANSWER`] bytes: a longer one (an endless chunked
-/// answer, say) is a decode error, and is not read further.
-pub(super) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, WeChatError> {
+/// answer, say) is a decode error, and is not read further. An answer that comes in one
+/// piece is kept as it came; one in pieces is gathered into a buffer of its announced length.
+pub(super) async fn read_body(
+    mut response: reqwest::Response,
+) -> Result<bytes::Bytes, WeChatError> {
     let too_long = || {
         WeChatError::Decode(format!(
             "the answer is longer than {} MiB; not read further",
             MAX_ANSWER >> 20
         ))
     };
-    if response
-        .content_length()
-        .is_some_and(|length| length > MAX_ANSWER as u64)
-    {
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > MAX_ANSWER as u64) {
         return Err(too_long());
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
+    let mut next = async || response.chunk().await.map_err(transport_error);
+    let Some(first) = next().await? else {
+        return Ok(bytes::Bytes::new());
+    };
+    if first.len() > MAX_ANSWER {
+        return Err(too_long());
+    }
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    let announced = announced.map_or(0, |length| length as usize);
+    let mut body = Vec::with_capacity(announced.max(first.len() + second.len()));
+    body.extend_from_slice(&first);
+    let mut chunk = Some(second);
+    while let Some(piece) = chunk {
+        if body.len() + piece.len() > MAX_ANSWER {
             return Err(too_long());
         }
-        body.extend_from_slice(&chunk);
+        body.extend_from_slice(&piece);
+        chunk = next().await?;
     }
-    Ok(body)
+    Ok(body.into())
 }
 
 /// Maps a transport failure to an error without the request URL (which holds the token).
