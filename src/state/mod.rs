@@ -190,13 +190,17 @@ impl StateDir {
         self.root.join("apps").join(appid)
     }
 
-    /// Hands the new contents of `path` to the writer; never waits for the disk.
+    /// Hands the new contents of `path` to the writer; never waits for the disk. The writer
+    /// is woken by the first file of a batch only: it takes the rest with it.
     fn send(&self, path: PathBuf, bytes: Vec<u8>) {
         let mut pending = self.shared.pending();
+        let first = pending.files.is_empty();
         pending.files.insert(path, bytes);
         pending.queued += 1;
         drop(pending);
-        self.shared.changed.notify_all();
+        if first {
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Keeps `held` of `report` and `kind` for `appid`, with the answers it came from.
