@@ -256,6 +256,10 @@ struct Serving {
 
 impl Serving {
     async fn connection(mut self, stream: TcpStream, slot: Slot) {
+        // As Go's servers (the official exporters') do: a response's last small piece (the
+        // process metrics after a cached exposition) goes at once, instead of waiting for the
+        // client to acknowledge everything sent before it.
+        let _ = stream.set_nodelay(true);
         let tls = self.web.as_ref().and_then(|web| web.current().tls.clone());
         let Some(acceptor) = tls else {
             return self.http(super::sendfile::Connection(stream), slot).await;
