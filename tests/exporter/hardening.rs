@@ -202,10 +202,15 @@ async fn finding_2_a_restart_before_the_first_attempt_never_exports_an_unpublish
         held_day(&metrics, "shop", "js_errors"),
         Some(yesterday - Days::new(1))
     );
-    // kill -9, and the JS errors' state lost with it.
+    // Once the JS errors' state is on disk (the writer gathers files for a moment): kill -9,
+    // and that state lost with it.
+    let lost = dir.join("data/apps/wx1111111111111111/js_errors.daily.json");
+    let waited = std::time::Instant::now();
+    while !lost.exists() && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    let lost = dir.join("data/apps/wx1111111111111111/js_errors.daily.json");
     std::fs::remove_file(&lost).unwrap();
     let calls = sim.calls().len();
 
