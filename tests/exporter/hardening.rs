@@ -1629,7 +1629,12 @@ async fn a_bad_certificate_rotation_keeps_the_last_good_certificate() {
         &pki.path("ca.crt"),
         &exporter.url("https", "/healthz"),
     ]);
-    assert_eq!((fetched.code, fetched.status), (0, 200));
+    assert_eq!(
+        (fetched.code, fetched.status),
+        (0, 200),
+        "{}",
+        exporter.stderr()
+    );
     assert!(
         exporter.stderr().contains("the running one stays"),
         "{}",

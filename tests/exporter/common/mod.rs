@@ -54,6 +54,32 @@ pub async fn clear_of_beijing_midnight(lasting: Duration) -> NaiveDate {
     beijing_date(Utc::now())
 }
 
+/// A loopback address, free now, for a child process (an exporter, Prometheus) to listen on.
+///
+/// It lies below the kernel's ephemeral range, which port-0 listeners and outgoing
+/// connections draw from: a port taken there and dropped could be handed to a concurrent
+/// test's listener before the child binds it, and the child's "listening" port would answer
+/// for another server. Ports are handed out in turn from an offset of the process id, so the
+/// tests of one process never get the same one twice.
+pub fn free_address() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000, ephemeral.saturating_sub(10_000).max(1_000));
+    let offset = std::process::id() * 97;
+    for _ in 0..span {
+        let port = first + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let address = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(address).is_ok() {
+            return address;
+        }
+    }
+    panic!("no free loopback port from {first} to {}", first + span);
+}
+
 /// Two simulated apps: `shop` answers empty lists before publication, `news` errcode 61503.
 pub fn two_apps() -> Vec<SimApp> {
     let shop = SimApp::new(

@@ -113,13 +113,9 @@ pub async fn backfill(
     );
 }
 
-/// A free port on the loopback interface.
+/// A free port on the loopback interface for a child process (see [`super::free_address`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::free_address().port()
 }
 
 /// One series of a query result.
@@ -291,10 +287,7 @@ pub struct ExporterProcess {
 
 impl ExporterProcess {
     pub async fn start(config: &Path, args: &[&str]) -> ExporterProcess {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let address = super::free_address();
         let mut command = Command::new(env!("CARGO_BIN_EXE_wechat-miniprogram-exporter"));
         if !args.iter().any(|arg| arg.starts_with("--storage.path")) {
             // Never the default ./data in the working directory.

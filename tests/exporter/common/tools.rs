@@ -179,10 +179,7 @@ impl Binary {
 
     /// As [`Binary::start`], from a prepared `command` (a wrapper such as `prlimit`).
     pub fn start_with(mut command: Command, args: &[&str]) -> Binary {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let address = super::free_address();
         if !args.iter().any(|arg| arg.starts_with("--storage.path")) {
             // Never the default ./data in the working directory.
             let storage = std::env::temp_dir().join(format!(
