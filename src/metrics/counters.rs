@@ -4,6 +4,8 @@
 //! encoder writes a counter vector (labels by name, series by their values), without the
 //! crate's per-series label copies and the protobufs it gathers at each rendering.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
@@ -12,6 +14,51 @@ use crate::shared::{name, Name};
 /// The label values of one series: `app`, `appid`, then the family's own labels in the order
 /// of their names.
 type Key = (Name, Name, Name, Option<Name>);
+
+/// The label values of a series, held ([`Key`]) or asked for (borrowed text): the map is
+/// searched with the text of a request, and names are shared only for a series it adds.
+trait Values {
+    fn values(&self) -> (&str, &str, &str, Option<&str>);
+}
+
+impl Values for Key {
+    fn values(&self) -> (&str, &str, &str, Option<&str>) {
+        (&self.0, &self.1, &self.2, self.3.as_deref())
+    }
+}
+
+impl Values for (&str, &str, &str, Option<&str>) {
+    fn values(&self) -> (&str, &str, &str, Option<&str>) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn Values + 'a> for Key {
+    fn borrow(&self) -> &(dyn Values + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn Values + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl Eq for dyn Values + '_ {}
+
+impl PartialOrd for dyn Values + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As [`Key`] orders: a [`Name`] compares as its text.
+impl Ord for dyn Values + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.values().cmp(&other.values())
+    }
+}
 
 /// One counter family with the labels `app`, `appid` and one or two of its own.
 pub struct Counters {
@@ -48,18 +95,22 @@ impl Counters {
     /// Adds `by` to the series of `app` (`appid`) and `values` (one per own label); `by` 0
     /// makes the series exist at 0.
     pub fn add(&self, app: &str, appid: &str, values: &[&str], by: u64) {
+        let asked = (app, appid, values[0], values.get(1).copied());
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&asked as &dyn Values) {
+            *count = count.saturating_add(by);
+            return;
+        }
         let key = (
             name(app),
             name(appid),
             name(values[0]),
             values.get(1).map(|value| name(value)),
         );
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(key).or_default();
-        *count = count.saturating_add(by);
+        counts.insert(key, by);
     }
 
     /// Writes the family's series of the apps named in `current` (those of an app that was
@@ -148,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_written_byte_for_byte_as_the_prometheus_crate_writes_them() {
+    fn counters_added_to_are_written_byte_for_byte_as_the_prometheus_crate_writes_them() {
         let help = "Failed requests, by errcode \\ or \"status\"\nsecond line.";
         let counts: &[(&[&str], u64)] = &[
             (&["wx2", "shop", "datacube/b", "40001"], 3),
@@ -159,6 +210,8 @@ mod tests {
                 12_345_678_901,
             ),
             (&["wx3", "news", "datacube/a", "40001"], 2),
+            (&["wx2", "shop", "datacube/b", "40001"], 4),
+            (&["wx1", "shop", "datacube/a", "timeout"], 7),
         ];
         let ours = Counters::new("errors_total", help, &["endpoint", "errcode"]);
         for (values, by) in counts {
