@@ -69,9 +69,9 @@ pub fn free_address() -> SocketAddr {
         .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32768);
     let (first, span) = (10_000, ephemeral.saturating_sub(10_000).max(1_000));
-    let offset = std::process::id() * 97;
+    let offset = std::process::id().wrapping_mul(97);
     for _ in 0..span {
-        let port = first + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = first + offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let address = SocketAddr::from(([127, 0, 0, 1], port as u16));
         if std::net::TcpListener::bind(address).is_ok() {
             return address;
