@@ -160,6 +160,18 @@ impl Clock {
         }
     }
 
+    /// The wall-clock instant and the moment of the monotonic clock, read together: a
+    /// manual clock moved meanwhile (by another thread) shows both as before or both as after.
+    pub fn reading(&self) -> (DateTime<Utc>, Moment) {
+        match self {
+            Clock::System(_) => (self.now(), self.moment()),
+            Clock::Manual(shown) => {
+                let shown = *shown.borrow();
+                (shown.wall, shown.moment)
+            }
+        }
+    }
+
     /// The deadline `delay` from now on the monotonic clock.
     pub fn deadline_in(&self, delay: Duration) -> Deadline {
         Deadline::Moment(self.moment().after(delay))

@@ -48,8 +48,8 @@
 //!   per app, from the registry and each app's settings (`check-config --cost`).
 //! - [`discovery`]: apps listed by files (file_sd globs) and a URL, merged with the
 //!   configured ones. [`fleet`]: one supervised poller per app, kept in step with a
-//!   configuration: only what changed changes. [`reload`]: SIGHUP, `POST /-/reload` and
-//!   discovery applied to the fleet.
+//!   configuration: only what changed changes; the pollers run on a thread of their own.
+//!   [`reload`]: SIGHUP, `POST /-/reload` and discovery applied to the fleet.
 //! - [`server`]: `/metrics`, `/`, `/apps/NAME`, `/healthz`, `/readyz`, `POST /-/reload`; the
 //!   exporter-toolkit web configuration (TLS, basic auth, headers) and an accept loop that
 //!   bounds connections, request heads and the drain.

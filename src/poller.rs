@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::clock::{after, Clock};
+use crate::clock::{after, Clock, Moment};
 use crate::domain::Polling;
 use crate::period::Period;
 use crate::policy::{react, Reaction};
@@ -105,11 +105,14 @@ impl AppPoller {
                 first = false;
             }
             // A period may have ended since the last attempt: the pages show what is next.
+            // The statuses and the wake are of one reading of the clock: if it moves on past
+            // a deadline before the sleep begins, the sleep ends at once and they are
+            // published again.
+            let (now, moment) = self.context.clock.reading();
             for job in 0..self.schedule.jobs.len() {
-                self.publish_status(job);
+                self.publish_status_at(job, now, moment);
             }
-            let clock = &self.context.clock;
-            let wake = self.schedule.next_wake(clock.now(), clock.moment());
+            let wake = self.schedule.next_wake(now, moment);
             let reloaded = async {
                 if reloads.changed().await.is_err() {
                     std::future::pending::<()>().await;
@@ -133,7 +136,7 @@ impl AppPoller {
     /// Attempts every job that is due now, in order.
     pub async fn round(&mut self) {
         let clock = &self.context.clock;
-        let (now, moment) = (clock.now(), clock.moment());
+        let (now, moment) = clock.reading();
         if self.schedule.is_blocked(now, moment) {
             return;
         }
@@ -306,8 +309,13 @@ impl AppPoller {
     }
 
     fn publish_status(&self, job: usize) {
-        let clock = &self.context.clock;
-        let status = self.schedule.status(job, clock.now(), clock.moment());
+        let (now, moment) = self.context.clock.reading();
+        self.publish_status_at(job, now, moment);
+    }
+
+    /// Hands on the status of job `job` as of `now` and `moment`.
+    fn publish_status_at(&self, job: usize, now: DateTime<Utc>, moment: Moment) {
+        let status = self.schedule.status(job, now, moment);
         let state = &self.schedule.jobs[job];
         let sink = &self.context.sink;
         sink.status(self.context.app, state.report, state.kind, status);

@@ -88,7 +88,7 @@ pub async fn start(start: Start) -> Result<Running, String> {
     config
         .calendar
         .warn_if_uncovered(crate::period::beijing_date(chrono::Utc::now()));
-    let fleet = Arc::new(Fleet::new(store.clone(), clock.clone()));
+    let fleet = Arc::new(Fleet::new(store.clone(), clock.clone())?);
     let (stop, stopped) = watch::channel(false);
     if let Some(web) = &web {
         watch_web_config(web, store.self_metrics().clone(), stopped.clone());

@@ -502,7 +502,12 @@ impl TestApp {
                 unsettled
             })
             .collect();
-        panic!("the exporter did not settle at {now}; unsettled: {unsettled:#?}");
+        let text = self.logs.text();
+        let last: Vec<&str> = text.lines().rev().take(40).collect();
+        panic!(
+            "the exporter did not settle at {now}; unsettled: {unsettled:#?}\nthe last log lines, latest first:\n{}",
+            last.join("\n")
+        );
     }
 
     fn is_settled(&self) -> bool {

@@ -6,7 +6,10 @@
 //! again with a new token and the periods it held, and every other app keeps running
 //! untouched, so it makes no call. A change of an app's report settings (its own, or the
 //! `[reports]` it takes) starts that app again from what it holds; a change of the polling
-//! settings or of the API starts every app again.
+//! settings or of the API starts every app again. The pollers run on a thread of their own
+//! (the `thread` module).
+
+mod thread;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,8 @@ use crate::sink::{AppSlot, Sink};
 use crate::store::Store;
 use crate::supervise::supervise;
 use crate::wechat::client::{AppConnection, Client};
+
+use thread::PollingThread;
 
 /// What [`Fleet::apply`] changed, by app name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,20 +76,25 @@ struct Running {
 pub struct Fleet {
     store: Arc<Store>,
     clock: Clock,
+    thread: PollingThread,
     running: Mutex<Option<Running>>,
     /// Counts the reloads: each asks the reports WeChat refused again.
     reloads: watch::Sender<u64>,
 }
 
 impl Fleet {
-    /// A fleet over `store` with no app yet.
-    pub fn new(store: Arc<Store>, clock: Clock) -> Fleet {
-        Fleet {
+    /// A fleet over `store` with no app yet, its pollers' thread started (the error says
+    /// why it could not start).
+    pub fn new(store: Arc<Store>, clock: Clock) -> Result<Fleet, String> {
+        let thread = PollingThread::start()
+            .map_err(|error| format!("starting the pollers' thread: {error}"))?;
+        Ok(Fleet {
             store,
             clock,
+            thread,
             running: Mutex::new(None),
             reloads: watch::channel(0).0,
-        }
+        })
     }
 
     /// Every poller asks the reports WeChat refused to its app again at once (a reload: a
@@ -201,7 +211,7 @@ impl Fleet {
             let poller = AppPoller::new(context, store.resume(slot));
             poller.run(poller_stop.clone(), reloads.clone())
         };
-        let handle = tokio::spawn(supervise(
+        let handle = self.thread.spawn(supervise(
             slot,
             app.name.clone(),
             self.store.clone() as Arc<dyn Sink>,
