@@ -205,8 +205,56 @@ fn object(body: &[u8]) -> Result<(&RawValue, bool), WeChatError> {
             kind_of(first)
         )));
     }
-    let head: Head = serde_json::from_str(raw.get()).map_err(decode_error)?;
+    let head: Head = match may_name_errcode(raw.get()) {
+        true => serde_json::from_str(raw.get()).map_err(decode_error)?,
+        false if nested_too_deep(raw.get()) => {
+            return Err(WeChatError::Decode(format!(
+                "the answer is nested deeper than {MAX_DEPTH} levels"
+            )))
+        }
+        false => Head::default(),
+    };
     Ok((raw, head.check()?))
+}
+
+/// Whether a JSON text may have a key `errcode`: a key is its letters as written or through
+/// `\u` escapes, so a text with neither has none, and reading its head would find nothing. A
+/// report's answer (often tens of kilobytes) is then only scanned for its depth
+/// ([`nested_too_deep`]), not read a second time.
+fn may_name_errcode(text: &str) -> bool {
+    text.contains("errcode") || text.contains("\\u")
+}
+
+/// The deepest nesting serde_json reads (its recursion limit), the top object counted.
+const MAX_DEPTH: usize = 127;
+
+/// Whether valid JSON `text` nests arrays and objects deeper than [`MAX_DEPTH`]: the bound
+/// that reading the answer's head ([`Skip`]) enforces, kept when the head is not read.
+fn nested_too_deep(text: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// What a JSON value is, from its first character.
@@ -444,6 +492,43 @@ mod tests {
         }
         let body = format!("{{\"list\":{}}}", nested(100));
         assert!(matches!(answer(body.as_bytes()), Ok(Some(_))));
+    }
+
+    #[test]
+    fn an_answer_without_errcode_is_refused_at_the_very_depth_reading_its_head_refuses() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for depth in 120..136 {
+            for body in [
+                format!("{{\"list\":{}}}", nested(depth)),
+                format!(r#"{{"list":[{{"a":"[\"{{"}},{}]}}"#, nested(depth)),
+            ] {
+                let head = serde_json::from_str::<Head>(&body).is_ok();
+                assert!(!may_name_errcode(&body));
+                assert_eq!(answer(body.as_bytes()).is_ok(), head, "{depth}: {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_errcode_is_found_however_its_key_is_written() {
+        for body in [
+            r#"{"errcode":40001,"errmsg":"invalid credential"}"#,
+            r#"{"list":[],"errcode":40001}"#,
+            r#"{"\u0065rrcode":40001,"list":[]}"#,
+            r#"{"err\u0063ode":40001}"#,
+        ] {
+            assert!(
+                matches!(
+                    answer(body.as_bytes()),
+                    Err(WeChatError::Api { errcode: 40001, .. })
+                ),
+                "{body}"
+            );
+        }
+        let not_ready = r#"{"\u0065rrcode":61503}"#;
+        assert!(matches!(answer(not_ready.as_bytes()), Ok(None)));
+        let data = r#"{"list":[{"ref_date":"20170313","visit_uv":5,"errmsg":"x"}]}"#;
+        assert!(matches!(answer(data.as_bytes()), Ok(Some(_))));
     }
 
     #[test]
