@@ -10,6 +10,15 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, Days, FixedOffset, Months, NaiveDate, TimeZone, Utc};
 
+/// `date` as `yyyymmdd`, as chrono's `%Y%m%d` writes it (which years past 9999 or before 0
+/// take, with their sign), without parsing a format per request.
+fn yyyymmdd(date: NaiveDate) -> String {
+    match date.year() {
+        0..=9999 => format!("{:04}{:02}{:02}", date.year(), date.month(), date.day()),
+        _ => date.format("%Y%m%d").to_string(),
+    }
+}
+
 /// Beijing time: UTC+8 all year round.
 pub fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
@@ -147,12 +156,12 @@ impl Period {
 
     /// The request's `begin_date`, `yyyymmdd`.
     pub fn begin_date(self) -> String {
-        self.start.format("%Y%m%d").to_string()
+        yyyymmdd(self.start)
     }
 
     /// The request's `end_date`, `yyyymmdd`.
     pub fn end_date(self) -> String {
-        self.end().format("%Y%m%d").to_string()
+        yyyymmdd(self.end())
     }
 
     /// The `ref_date` WeChat writes for this period: `20170313`, `20170306-20170312` or `201702`.
@@ -215,6 +224,27 @@ impl fmt::Display for Period {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_dates_are_written_as_chrono_writes_them_in_every_year() {
+        for (year, month, day) in [(2017, 3, 13), (1, 1, 1), (0, 12, 31), (9999, 12, 31)] {
+            let date = NaiveDate::from_ymd_opt(year, month, day).unwrap();
+            assert_eq!(yyyymmdd(date), date.format("%Y%m%d").to_string());
+        }
+        for year in [-1, 10000, 99999] {
+            let date = NaiveDate::from_ymd_opt(year, 1, 2).unwrap();
+            assert_eq!(yyyymmdd(date), date.format("%Y%m%d").to_string());
+        }
+        let day = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
+        let start = NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+        let month = Period::containing(PeriodKind::Monthly, day);
+        assert_eq!(month.begin_date(), "20260201");
+        assert_eq!(month.end_date(), "20260228");
+        assert_eq!(
+            Period::containing(PeriodKind::Daily, start).end_date(),
+            "20260201"
+        );
+    }
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

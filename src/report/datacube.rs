@@ -2,24 +2,25 @@
 //! `{"begin_date": "yyyymmdd", "end_date": "yyyymmdd"}` naming exactly one period.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Refusal;
 use crate::period::{Period, PeriodKind};
 use crate::simulated::model::{Model, Request};
 use crate::wechat::Call;
 
-/// The call asking `path` for `period`.
+/// The call asking `path` for `period`: the body is JSON as `serde_json` writes it (the dates
+/// are digits, nothing to escape), written directly, once per request.
 pub fn call(path: &'static str, period: Period) -> Call {
-    let body = json!({
-        "begin_date": period.begin_date(),
-        "end_date": period.end_date(),
-    });
     Call {
         asks: period,
         path,
         part: 0,
-        body: body.to_string(),
+        body: format!(
+            r#"{{"begin_date":"{}","end_date":"{}"}}"#,
+            period.begin_date(),
+            period.end_date()
+        ),
     }
 }
 
@@ -80,7 +81,7 @@ mod tests {
         let body: Value = serde_json::from_str(&call.body).unwrap();
         assert_eq!(requested(PeriodKind::Weekly, &body), Ok(week));
         assert_eq!(requested(PeriodKind::Daily, &body).unwrap_err().0, 61501);
-        let bad = json!({"begin_date": "2017-03-06", "end_date": "20170312"});
+        let bad = serde_json::json!({"begin_date": "2017-03-06", "end_date": "20170312"});
         assert_eq!(requested(PeriodKind::Weekly, &bad).unwrap_err().0, 61500);
     }
 }
