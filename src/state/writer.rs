@@ -172,7 +172,9 @@ fn write_batch(
 
 /// Syncs, once each, the filesystems that hold `paths` (their directories): what was
 /// written there, renames included, is on the device. Paths in order (a batch's) have those
-/// of a directory together, and each directory is looked at once.
+/// of a directory together, and each directory is looked at once, by its metadata alone: only
+/// the first directory of each filesystem is opened, to sync it (a first round's batch spans
+/// hundreds of app directories, nearly always on one filesystem).
 fn sync_filesystems<'a>(paths: impl Iterator<Item = &'a Path>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let mut synced = std::collections::BTreeSet::new();
@@ -182,9 +184,8 @@ fn sync_filesystems<'a>(paths: impl Iterator<Item = &'a Path>) -> std::io::Resul
         if seen.replace(dir) == Some(dir) {
             continue;
         }
-        let dir = File::open(dir)?;
-        if synced.insert(dir.metadata()?.dev()) {
-            rustix::fs::syncfs(&dir)?;
+        if synced.insert(std::fs::metadata(dir)?.dev()) {
+            rustix::fs::syncfs(File::open(dir)?)?;
         }
     }
     Ok(())
