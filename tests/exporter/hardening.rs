@@ -1618,17 +1618,29 @@ async fn a_bad_certificate_rotation_keeps_the_last_good_certificate() {
         "--web.config.file",
         web.to_str().unwrap(),
     ]);
+    // The port takes connections before the web configuration is read: the certificate is
+    // broken only once the exporter serves with the good one.
+    let https = || {
+        curl(&[
+            "--cacert",
+            &pki.path("ca.crt"),
+            &exporter.url("https", "/healthz"),
+        ])
+    };
+    let before = https();
+    assert_eq!(
+        (before.code, before.status),
+        (0, 200),
+        "{}",
+        exporter.stderr()
+    );
     std::fs::write(
         dir.join("server.crt"),
         "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    let fetched = curl(&[
-        "--cacert",
-        &pki.path("ca.crt"),
-        &exporter.url("https", "/healthz"),
-    ]);
+    let fetched = https();
     assert_eq!(
         (fetched.code, fetched.status),
         (0, 200),
