@@ -85,7 +85,7 @@ pub(super) async fn answer(
     if !latency.is_zero() {
         tokio::time::sleep_until(arrived + latency).await;
     }
-    sim.state().in_flight -= 1;
+    sim.answered(arrived.into_std(), tokio::time::Instant::now().into_std());
     response
 }
 

@@ -11,12 +11,15 @@
 //! - the numbers, deterministic functions of (appid, date), are [`crate::simulated`]'s, which
 //!   the reports also use for their simulated answers;
 //! - [`faults`]: what only tests use: injected errcodes, HTTP statuses and garbage, latency,
-//!   expired tokens and the log of calls. None of it is reachable from the command line.
+//!   expired tokens and the log of calls. None of it is reachable from the command line;
+//! - [`Served`], on `GET /-/served`: the report calls answered and the time the simulation
+//!   took to answer them, for a benchmark to set the exporter against the service it met.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -102,11 +105,36 @@ struct Mutable {
     latency: std::time::Duration,
     in_flight: usize,
     max_in_flight: usize,
+    served: Serving,
+}
+
+/// The report calls answered so far, as they are counted.
+#[derive(Default)]
+struct Serving {
+    calls: u64,
+    busy: std::time::Duration,
+    first: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+}
+
+/// The report calls the simulation answered: how many, the mean time it took to answer one
+/// (from the call's arrival to its answer, the set latency included), and the time from the
+/// first call's arrival to the last answer.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Served {
+    /// Report calls answered (token calls are not counted).
+    pub calls: u64,
+    /// The mean time to answer one, in seconds.
+    pub service_seconds: f64,
+    /// From the first call's arrival to the last answer, in seconds.
+    pub first_to_last_seconds: f64,
 }
 
 struct Inner {
     clock: Clock,
     apps: Vec<SimApp>,
+    /// The index in `apps` of each appid.
+    by_appid: HashMap<String, usize>,
     state: Mutex<Mutable>,
 }
 
@@ -119,10 +147,16 @@ pub struct Simulation {
 impl Simulation {
     /// A simulation of `apps` on `clock`.
     pub fn new(apps: Vec<SimApp>, clock: Clock) -> Simulation {
+        let by_appid = apps
+            .iter()
+            .enumerate()
+            .map(|(index, app)| (app.appid.clone(), index))
+            .collect();
         Simulation {
             inner: Arc::new(Inner {
                 clock,
                 apps,
+                by_appid,
                 state: Mutex::new(Mutable::default()),
             }),
         }
@@ -150,7 +184,11 @@ impl Simulation {
     pub fn router(self) -> Router {
         let mut router = Router::new()
             .route("/cgi-bin/token", get(tokens::classic))
-            .route("/cgi-bin/stable_token", post(tokens::stable));
+            .route("/cgi-bin/stable_token", post(tokens::stable))
+            .route(
+                "/-/served",
+                get(|State(sim): State<Simulation>| async move { Json(sim.served()) }),
+            );
         for report in Report::all() {
             for &kind in report.kinds() {
                 let path = format!("/{}", report.path(kind));
@@ -169,7 +207,34 @@ impl Simulation {
     }
 
     fn app_by_appid(&self, appid: &str) -> Option<&SimApp> {
-        self.inner.apps.iter().find(|app| app.appid == appid)
+        let index = *self.inner.by_appid.get(appid)?;
+        self.inner.apps.get(index)
+    }
+
+    /// The report calls answered so far.
+    pub fn served(&self) -> Served {
+        let state = self.state();
+        let served = &state.served;
+        let span = served
+            .first
+            .zip(served.last)
+            .map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+        Served {
+            calls: served.calls,
+            service_seconds: served.busy.as_secs_f64() / served.calls.max(1) as f64,
+            first_to_last_seconds: span,
+        }
+    }
+
+    /// Counts a report call that arrived at `arrived` and was answered at `answered`.
+    fn answered(&self, arrived: std::time::Instant, answered: std::time::Instant) {
+        let mut state = self.state();
+        state.in_flight -= 1;
+        let served = &mut state.served;
+        served.calls += 1;
+        served.busy += answered - arrived;
+        served.first = Some(served.first.map_or(arrived, |first| first.min(arrived)));
+        served.last = Some(served.last.map_or(answered, |last| last.max(answered)));
     }
 }
 

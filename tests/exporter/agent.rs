@@ -1053,6 +1053,35 @@ async fn no_more_than_polling_concurrency_requests_are_in_flight() {
 }
 
 #[tokio::test]
+async fn the_simulation_counts_each_report_call_and_the_time_it_took_to_answer() {
+    let apps = four_apps();
+    let latency = std::time::Duration::from_millis(15);
+    let app = Exporter::new(apps, beijing("2024-06-05 12:00"))
+        .toml("[polling]\nconcurrency = 2")
+        .prepare(move |sim| sim.set_latency(latency))
+        .start()
+        .await;
+    app.settle().await;
+    let served = app.sim.served();
+    let report_calls = app
+        .sim
+        .calls()
+        .iter()
+        .filter(|call| !call.endpoint.contains("token"))
+        .count();
+    assert!(report_calls > 8, "{report_calls}");
+    assert_eq!(served.calls, report_calls as u64);
+    assert!(
+        served.service_seconds >= latency.as_secs_f64(),
+        "{served:?}"
+    );
+    // Two at a time, each at least the latency: the first call to the last answer cannot be
+    // shorter than that floor.
+    let floor = served.service_seconds * served.calls as f64 / 2.0;
+    assert!(served.first_to_last_seconds >= floor * 0.99, "{served:?}");
+}
+
+#[tokio::test]
 async fn the_calls_of_one_period_are_made_in_one_turn_not_in_step_with_every_other_app() {
     let apps = four_apps();
     let app = Exporter::new(apps, beijing("2024-06-05 16:00"))

@@ -108,6 +108,23 @@ fn every_key_can_come_from_the_environment() {
     assert!(text(&output.stdout).contains("/metrics on 0.0.0.0:9999"));
 }
 
+/// The body of `GET path` from `base` (`http://host:port`), read to the end.
+fn get(base: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect(&answer);
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    body.to_string()
+}
+
 fn simulated_api() -> SocketAddr {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -294,10 +311,33 @@ fn simulate_serves_the_api_that_the_example_config_points_at() {
         &["--config", example, "once"],
         &[("WECHAT_MINIPROGRAM_API_BASE_URL", &api)],
     );
+    let served = get(&api, "/-/served");
     let _ = child.kill();
     let _ = child.wait();
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
+    let report_calls: f64 = stdout
+        .lines()
+        .filter(|line| {
+            line.starts_with("wechat_miniprogram_api_requests_total{") && !line.contains("token")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(report_calls > 0.0, "{stdout}");
+    let served: serde_json::Value = serde_json::from_str(&served).expect(&served);
+    assert_eq!(
+        served["calls"].as_f64(),
+        Some(report_calls),
+        "the simulation counts the report calls the exporter made, not the token calls"
+    );
+    for measured in ["service_seconds", "first_to_last_seconds"] {
+        assert!(
+            served[measured]
+                .as_f64()
+                .is_some_and(|seconds| seconds > 0.0),
+            "{served}"
+        );
+    }
     for app in ["shop", "news", "tickets"] {
         let series = format!("app=\"{app}\",period=\"monthly\"}}");
         assert!(
