@@ -1,5 +1,5 @@
 //! Large bytes kept in a sealed memory file (Linux's `memfd`), which a socket is sent from
-//! without copying ([`send`]).
+//! without copying ([`Located::send`]).
 //!
 //! The exposition is large (megabytes compressed, a hundred uncompressed at a thousand apps)
 //! and goes whole to every scraper. Written with `write(2)`, it is copied into the kernel on
@@ -194,17 +194,41 @@ fn find(bytes: &[u8]) -> Option<(Arc<Mapped>, u64)> {
     })
 }
 
-/// Whether `bytes` lie in a sealed memory file, and can be [`send`]-ed.
+/// Whether `bytes` lie in a sealed memory file, and can be sent from it ([`locate`]).
 pub fn is_sealed(bytes: &[u8]) -> bool {
     bytes.len() >= BUFFER && find(bytes).is_some()
 }
 
-/// Sends `bytes`, which lie in a sealed memory file, to `socket` with `sendfile(2)`: how many
-/// went (a non-blocking socket sends what fits); `None` if they are not in one.
-pub fn send(socket: impl AsFd, bytes: &[u8]) -> Option<std::io::Result<usize>> {
-    let (mapped, mut offset) = find(bytes)?;
-    let sent = rustix::fs::sendfile(socket, &mapped.file, Some(&mut offset), bytes.len());
-    Some(sent.map_err(std::io::Error::from))
+/// Sealed bytes found: their memory file, kept open while they are sent, and the part of them
+/// not sent yet.
+pub struct Located {
+    mapped: Arc<Mapped>,
+    offset: u64,
+    end: u64,
+}
+
+/// Where `bytes` lie, if they lie in a sealed memory file.
+pub fn locate(bytes: &[u8]) -> Option<Located> {
+    let (mapped, offset) = find(bytes)?;
+    Some(Located {
+        mapped,
+        offset,
+        end: offset + bytes.len() as u64,
+    })
+}
+
+impl Located {
+    /// How many bytes are left to send.
+    pub fn left(&self) -> usize {
+        (self.end - self.offset) as usize
+    }
+
+    /// Sends what is left to `socket` with `sendfile(2)`, as far as the socket takes it (a
+    /// non-blocking socket takes what fits): how many went.
+    pub fn send(&mut self, socket: impl AsFd) -> rustix::io::Result<usize> {
+        let left = self.left();
+        rustix::fs::sendfile(socket, &self.mapped.file, Some(&mut self.offset), left)
+    }
 }
 
 #[cfg(test)]
@@ -258,19 +282,15 @@ mod tests {
             receiver.read_to_end(&mut got).unwrap();
             got
         });
-        let mut rest = large.slice(5..);
-        while !rest.is_empty() {
-            let sent = send(&sender, &rest).unwrap().unwrap();
-            rest = rest.slice(sent..);
+        let mut rest = locate(&large[5..]).unwrap();
+        while rest.left() > 0 {
+            rest.send(&sender).unwrap();
         }
         sender.flush().unwrap();
         drop(sender);
         assert_eq!(reading.join().unwrap(), &piece[5..]);
-        assert!(send(
-            std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
-            b"heap"
-        )
-        .is_none());
+        assert!(locate(b"heap").is_none());
+        assert!(locate(&vec![0u8; SEALED_FROM]).is_none());
     }
 
     #[test]

@@ -262,7 +262,9 @@ impl Serving {
         let _ = stream.set_nodelay(true);
         let tls = self.web.as_ref().and_then(|web| web.current().tls.clone());
         let Some(acceptor) = tls else {
-            return self.http(super::sendfile::Connection(stream), slot).await;
+            return self
+                .http(super::sendfile::Connection::new(stream), slot)
+                .await;
         };
         let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream));
         let evicted = slot.evict.clone();
