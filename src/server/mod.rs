@@ -117,9 +117,15 @@ async fn reload_now(
 
 async fn metrics(State((store, _)): State<Shared>, headers: HeaderMap) -> Response {
     let gzip = accepts_gzip(&headers);
-    let parts = match tokio::task::spawn_blocking(move || store.exposition_now(gzip)).await {
-        Ok(parts) => parts,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response(),
+    let kept = store.exposition_kept(gzip);
+    let parts = match kept {
+        Some(parts) => parts,
+        None => match tokio::task::spawn_blocking(move || store.exposition_now(gzip)).await {
+            Ok(parts) => parts,
+            Err(_) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+            }
+        },
     };
     let mut response = Response::new(Body::new(Parts(parts.into())));
     let headers = response.headers_mut();

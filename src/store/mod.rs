@@ -311,12 +311,39 @@ impl Store {
     /// coalesced: changes that come meanwhile go into the next). A small exposition is
     /// rendered at once, as are text scrapes.
     pub fn exposition_now(self: &Arc<Self>, gzip: bool) -> Vec<Bytes> {
+        if let Some(parts) = self.exposition_kept(gzip) {
+            return parts;
+        }
         if gzip {
             if let Some(parts) = self.gzip_aside() {
                 return parts;
             }
         }
         self.exposition(gzip)
+    }
+
+    /// The exposition as it was last served, if serving it again needs no rendering and no
+    /// reading (the state unchanged, the process metrics read within a second, the form asked
+    /// for kept) and no rendering holds it: what a scrape is answered with at once, without
+    /// waiting for a thread that may render.
+    pub fn exposition_kept(&self, gzip: bool) -> Option<Vec<Bytes>> {
+        let version = (
+            self.generation.load(Ordering::Acquire),
+            self.self_metrics.changes(),
+        );
+        let mut rendered = self.rendered.try_lock().ok()?;
+        let kept = rendered.as_mut().filter(|kept| kept.version == version)?;
+        let tail = kept
+            .tail
+            .as_ref()
+            .filter(|tail| tail.read.elapsed() < TAIL_KEPT)?;
+        if gzip {
+            let head = kept.gzip.as_ref()?;
+            return Some(vec![head.bytes.clone(), tail.gzip_end.clone()?]);
+        }
+        let (text, used) = kept.text.as_mut()?;
+        *used = Instant::now();
+        Some(vec![text.clone(), tail.text.clone()])
     }
 
     /// The last gzip rendering with a fresh tail, if it is large and outdated; a rendering

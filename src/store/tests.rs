@@ -131,3 +131,39 @@ fn a_large_text_exposition_is_sent_from_a_sealed_memory_file_as_the_gzip_one_is(
     // A small one stays on the heap, written as any response.
     assert!(!crate::sealed::is_sealed(&store().exposition(false)[0]));
 }
+
+#[test]
+fn a_scrape_is_answered_at_once_only_with_what_the_last_one_got_while_nothing_changed() {
+    let store = store();
+    assert!(
+        store.exposition_kept(true).is_none(),
+        "nothing rendered yet"
+    );
+    let served = store.exposition(true);
+    let kept = store.exposition_kept(true).expect("kept");
+    assert_eq!(kept, served);
+    assert_eq!(
+        kept[0].as_ptr(),
+        served[0].as_ptr(),
+        "the same bytes, not a copy"
+    );
+    assert!(
+        store.exposition_kept(false).is_none(),
+        "the text was never asked for"
+    );
+    let text = store.exposition(false);
+    assert_eq!(store.exposition_kept(false).expect("kept"), text);
+
+    store.up(AppSlot(0), false);
+    assert!(store.exposition_kept(true).is_none(), "the state changed");
+    assert!(store.exposition_kept(false).is_none(), "the state changed");
+    store.exposition(true);
+    // While a rendering holds the last one, nobody waits for it here.
+    let rendering = store.rendered.lock().unwrap();
+    assert!(store.exposition_kept(true).is_none());
+    drop(rendering);
+    assert!(store.exposition_kept(true).is_some());
+    // Process metrics older than a second are read anew, on a thread that may block.
+    std::thread::sleep(TAIL_KEPT + Duration::from_millis(50));
+    assert!(store.exposition_kept(true).is_none());
+}
