@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 
 use rustix::io::Errno;
 use rustix::process::CpuSet;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -65,8 +65,14 @@ impl Connection {
             let Some(located) = sealed::locate(sealed) else {
                 return Poll::Ready(Err(io::Error::other("the bytes are no longer sealed")));
             };
+            let socket = match self.stream.as_fd().try_clone_to_owned() {
+                Ok(socket) => socket,
+                // No descriptor to spare for a thread (the process at its limit of open
+                // files): the bytes go from here, as they did before threads sent them.
+                Err(_) => return self.send_here(context, before, located),
+            };
             let send = Send {
-                socket: self.stream.as_fd().try_clone_to_owned()?,
+                socket,
                 before: joined(before),
                 located,
                 after: joined(after),
@@ -75,6 +81,28 @@ impl Connection {
             self.sending = Some(tokio::task::spawn_blocking(move || send.run()));
         }
         self.finish(context)
+    }
+
+    /// Sends `before` if there is any, else the sealed bytes of `located`, from this task: as
+    /// far as the socket takes them.
+    fn send_here(
+        &mut self,
+        context: &mut Context<'_>,
+        before: &[io::IoSlice<'_>],
+        mut located: sealed::Located,
+    ) -> Poll<io::Result<usize>> {
+        if !before.is_empty() {
+            return Pin::new(&mut self.stream).poll_write_vectored(context, before);
+        }
+        loop {
+            ready!(self.stream.poll_write_ready(context))?;
+            let stream = &self.stream;
+            let sent = stream.try_io(Interest::WRITABLE, || Ok(located.send(stream)?));
+            match sent {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                sent => return Poll::Ready(sent),
+            }
+        }
     }
 
     /// The end of the send under way.
@@ -330,6 +358,50 @@ mod tests {
         let got = reading.await.unwrap();
         assert_eq!(got, [&head[..], &large, b"tail"].concat());
     }
+    #[tokio::test]
+    async fn without_a_descriptor_to_spare_the_bytes_go_from_the_task_in_order() {
+        let mut writer = sealed::Writer::with_capacity(0);
+        let large: Vec<u8> = (0..=240u8)
+            .cycle()
+            .take(sealed::SEALED_FROM * 8 + 5)
+            .collect();
+        writer.write_all(&large).unwrap();
+        let sealed = writer.finish();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let reading = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            socket.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut connection = Connection::new(TcpStream::connect(address).await.unwrap());
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mut head_left = &head[..];
+        let mut rest = sealed.clone();
+        while !rest.is_empty() {
+            let before = [io::IoSlice::new(head_left)];
+            let before = if head_left.is_empty() {
+                &[][..]
+            } else {
+                &before[..]
+            };
+            let sent = std::future::poll_fn(|context| {
+                connection.send_here(context, before, sealed::locate(&rest).unwrap())
+            })
+            .await
+            .unwrap();
+            if head_left.is_empty() {
+                rest = rest.slice(sent..);
+            } else {
+                head_left = &head_left[sent..];
+            }
+        }
+        connection.shutdown().await.unwrap();
+        drop(connection);
+        assert_eq!(reading.await.unwrap(), [&head[..], &large].concat());
+    }
+
     #[tokio::test]
     async fn a_send_to_a_scraper_that_stopped_reading_ends_once_the_connection_is_dropped() {
         let mut writer = sealed::Writer::with_capacity(0);
