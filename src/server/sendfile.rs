@@ -316,16 +316,18 @@ mod tests {
     use std::io::Write as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    #[tokio::test]
-    async fn plain_and_sealed_slices_arrive_in_order_as_they_are() {
+    /// `length` bytes counting up to `top` and over, and the same in a sealed memory file.
+    fn sealed_pattern(top: u8, length: usize) -> (Vec<u8>, bytes::Bytes) {
         let mut writer = sealed::Writer::with_capacity(0);
-        let large: Vec<u8> = (0..=200u8)
-            .cycle()
-            .take(sealed::SEALED_FROM * 4 + 3)
-            .collect();
-        writer.write_all(&large).unwrap();
+        let bytes: Vec<u8> = (0..=top).cycle().take(length).collect();
+        writer.write_all(&bytes).unwrap();
         let sealed = writer.finish();
         assert!(sealed::is_sealed(&sealed));
+        (bytes, sealed)
+    }
+
+    /// A connection to a reader that reads it to the end, and what the reader got.
+    async fn connection_to_a_reader() -> (Connection, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let reading = tokio::spawn(async move {
@@ -334,7 +336,14 @@ mod tests {
             socket.read_to_end(&mut got).await.unwrap();
             got
         });
-        let mut connection = Connection::new(TcpStream::connect(address).await.unwrap());
+        let connection = Connection::new(TcpStream::connect(address).await.unwrap());
+        (connection, reading)
+    }
+
+    #[tokio::test]
+    async fn plain_and_sealed_slices_arrive_in_order_as_they_are() {
+        let (large, sealed) = sealed_pattern(200, sealed::SEALED_FROM * 4 + 3);
+        let (mut connection, reading) = connection_to_a_reader().await;
         let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
         let mut parts = vec![
             bytes::Bytes::from(head.clone()),
@@ -358,24 +367,11 @@ mod tests {
         let got = reading.await.unwrap();
         assert_eq!(got, [&head[..], &large, b"tail"].concat());
     }
+
     #[tokio::test]
     async fn without_a_descriptor_to_spare_the_bytes_go_from_the_task_in_order() {
-        let mut writer = sealed::Writer::with_capacity(0);
-        let large: Vec<u8> = (0..=240u8)
-            .cycle()
-            .take(sealed::SEALED_FROM * 8 + 5)
-            .collect();
-        writer.write_all(&large).unwrap();
-        let sealed = writer.finish();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let reading = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            socket.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        let mut connection = Connection::new(TcpStream::connect(address).await.unwrap());
+        let (large, sealed) = sealed_pattern(240, sealed::SEALED_FROM * 8 + 5);
+        let (mut connection, reading) = connection_to_a_reader().await;
         let head = b"HTTP/1.1 200 OK\r\n\r\n";
         let mut head_left = &head[..];
         let mut rest = sealed.clone();
@@ -404,12 +400,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_to_a_scraper_that_stopped_reading_ends_once_the_connection_is_dropped() {
-        let mut writer = sealed::Writer::with_capacity(0);
         // More than the two sockets' buffers hold, so that the send has to wait.
-        let large = vec![9u8; 64 << 20];
-        writer.write_all(&large).unwrap();
-        let sealed = writer.finish();
-        assert!(sealed::is_sealed(&sealed));
+        let (large, sealed) = sealed_pattern(250, 64 << 20);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut scraper = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -436,7 +428,7 @@ mod tests {
         );
         read.await.expect("the connection ends").unwrap();
         assert!(got.len() < large.len(), "{} bytes went", got.len());
-        assert!(got.iter().all(|byte| *byte == 9));
+        assert_eq!(got, large[..got.len()], "what went, went in order");
     }
 
     #[test]
